@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv first when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: setup demo test ui bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch, pinned before anything can pull a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/vq demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+ui: setup
+	$(BIN)/vq ui
+
+bench: setup
+	$(BIN)/python bench/labels.py
+	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/train.py
+
+lint: setup
+	$(BIN)/ruff check vq_assets vq_assets_tests bench
+
+clean:
+	rm -rf .vq

@@ -1,0 +1,228 @@
+"""The 7-day labels (DESIGN §4) and the point-in-time creator history, in DuckDB SQL.
+
+Labels are built in two steps so that every event day is scanned once for all the creation days
+it serves:
+
+1. `video_watch_daily`[E]: for event day E, per video created on days E-7..E, the partial
+   aggregates of its events of day E that fall inside the video's own window [c, c + 7 days).
+2. `video_labels_7d`[D]: the sums of those partials over event days D..D+7 for the videos created
+   on D; every ratio is taken after summing, so the result equals aggregating the raw events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pyarrow as pa
+
+WINDOW_DAYS = 7
+SKIP_SECONDS = 3.0
+
+PARTIAL_COUNTS = (
+    "plays",
+    "skips",
+    "full_watches",
+    "likes",
+    "comments",
+    "shares",
+    "early_events",
+)
+
+LABEL_COLUMNS = (
+    "plays",
+    "skips",
+    "full_watches",
+    "avg_watch_time_s",
+    "skip_rate",
+    "likes",
+    "comments",
+    "shares",
+    "engagement_rate",
+)
+
+# Label name -> the seed system's metric name (DESIGN §4).
+SEED_NAMES = {
+    "skips": "item_timespent_0to3",
+    "full_watches": "num_full_watch",
+    "avg_watch_time_s": "avg_watch_time",
+    "skip_rate": "item_skip_ctr_7d",
+}
+
+
+def day_bounds(day: str | dt.date) -> tuple[str, str]:
+    d = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    return d.isoformat(), (d + dt.timedelta(days=1)).isoformat()
+
+
+def shift(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.Table:
+    """Partials for `event_day` from views `videos` (days E-7..E) and `events` (day E).
+
+    Events of unknown videos and events before a video's `created_at` never enter a label;
+    the second are counted as `early_events` (anomalies) per video.
+    """
+    return con.sql(
+        f"""
+        SELECT
+            video_id,
+            CAST(created_at AS DATE) AS created_day,
+            DATE '{event_day}' AS event_day,
+            count(*) FILTER (WHERE in_window) AS plays,
+            count(*) FILTER (WHERE in_window AND watch_time_s < {SKIP_SECONDS}) AS skips,
+            count(*) FILTER (WHERE in_window AND watch_time_s >= duration_s) AS full_watches,
+            coalesce(sum(watch_time_s) FILTER (WHERE in_window), 0.0) AS watch_time_sum,
+            count(*) FILTER (WHERE in_window AND liked) AS likes,
+            count(*) FILTER (WHERE in_window AND commented) AS comments,
+            count(*) FILTER (WHERE in_window AND shared) AS shares,
+            count(*) FILTER (WHERE event_ts < created_at) AS early_events
+        FROM (
+            SELECT e.video_id, e.event_ts, e.watch_time_s, e.liked, e.commented, e.shared,
+                   v.created_at, v.duration_s,
+                   e.event_ts >= v.created_at
+                   AND e.event_ts < v.created_at + INTERVAL {WINDOW_DAYS} DAY AS in_window
+            FROM events e JOIN videos v USING (video_id)
+        )
+        GROUP BY video_id, created_at
+        HAVING plays > 0 OR early_events > 0
+        ORDER BY video_id
+        """
+    ).to_arrow_table()
+
+
+def unknown_video_events(con: duckdb.DuckDBPyConnection) -> int:
+    """Events of view `events` whose video is not in view `videos` (never labelled)."""
+    return con.sql(
+        "SELECT count(*) FROM events e ANTI JOIN videos v USING (video_id)"
+    ).fetchall()[0][0]
+
+
+def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
+    """Labels of the videos in view `videos` (day D) from view `partials` (event days D..D+7)."""
+    return con.sql(
+        f"""
+        WITH p AS (
+            SELECT video_id,
+                   sum(plays) AS plays, sum(skips) AS skips, sum(full_watches) AS full_watches,
+                   sum(watch_time_sum) AS watch_time_sum, sum(likes) AS likes,
+                   sum(comments) AS comments, sum(shares) AS shares,
+                   sum(early_events) AS early_events
+            FROM partials WHERE created_day = DATE '{day}'
+            GROUP BY video_id
+        )
+        SELECT
+            v.video_id, v.creator_id, v.created_at,
+            CAST(coalesce(p.plays, 0) AS BIGINT) AS plays,
+            CAST(coalesce(p.skips, 0) AS BIGINT) AS skips,
+            CAST(coalesce(p.full_watches, 0) AS BIGINT) AS full_watches,
+            CASE WHEN p.plays > 0 THEN p.watch_time_sum / p.plays END AS avg_watch_time_s,
+            CASE WHEN p.plays > 0 THEN p.skips / p.plays END AS skip_rate,
+            CAST(coalesce(p.likes, 0) AS BIGINT) AS likes,
+            CAST(coalesce(p.comments, 0) AS BIGINT) AS comments,
+            CAST(coalesce(p.shares, 0) AS BIGINT) AS shares,
+            CASE WHEN p.plays > 0 THEN (p.likes + p.comments) / p.plays END AS engagement_rate,
+            CAST(coalesce(p.early_events, 0) AS BIGINT) AS early_events
+        FROM videos v LEFT JOIN p USING (video_id)
+        ORDER BY v.video_id
+        """
+    ).to_arrow_table()
+
+
+CREATOR_FEATURE_COLUMNS = (
+    "prior_videos",
+    "days_active",
+    "prior_labeled",
+    *(f"prior_mean_{c}" for c in LABEL_COLUMNS),
+    "followers",
+)
+
+
+def creator_features(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
+    """Point-in-time creator history for each video in view `videos` (created on `day`).
+
+    Reads view `history_videos` (earlier videos, any columns incl. creator_id, created_at) and
+    view `history_labels` (label rows). Only labels whose window closed before `day` began are
+    used, whatever the views hold; only videos created before each video's own `created_at`
+    count. `history_through` is the latest label window end used (point-in-time evidence).
+    """
+    means = ",\n".join(f"avg({c}) AS prior_mean_{c}" for c in LABEL_COLUMNS)
+    return con.sql(
+        f"""
+        WITH lab AS (
+            SELECT creator_id, count(*) AS prior_labeled, {means},
+                   max(created_at) + INTERVAL {WINDOW_DAYS} DAY AS history_through
+            FROM history_labels
+            WHERE created_at + INTERVAL {WINDOW_DAYS} DAY <= TIMESTAMPTZ '{day}'
+            GROUP BY creator_id
+        ),
+        prior AS (
+            SELECT v.video_id, count(h.created_at) AS prior_videos,
+                   min(h.created_at) AS first_seen
+            FROM videos v LEFT JOIN history_videos h
+              ON h.creator_id = v.creator_id AND h.created_at < v.created_at
+            GROUP BY v.video_id
+        )
+        SELECT v.video_id, v.creator_id, v.created_at,
+               prior.prior_videos,
+               coalesce(date_diff('second', prior.first_seen, v.created_at) / 86400.0, 0.0)
+                   AS days_active,
+               coalesce(lab.prior_labeled, 0) AS prior_labeled,
+               {", ".join(f"lab.prior_mean_{c}" for c in LABEL_COLUMNS)},
+               v.creator_followers AS followers,
+               lab.history_through
+        FROM videos v
+        JOIN prior USING (video_id)
+        LEFT JOIN lab ON lab.creator_id = v.creator_id
+        ORDER BY v.video_id
+        """
+    ).to_arrow_table()
+
+
+LABELS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("creator_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        *((c, pa.int64()) for c in ("plays", "skips", "full_watches")),
+        ("avg_watch_time_s", pa.float64()),
+        ("skip_rate", pa.float64()),
+        *((c, pa.int64()) for c in ("likes", "comments", "shares")),
+        ("engagement_rate", pa.float64()),
+        ("early_events", pa.int64()),
+    ]
+)
+
+
+def label_range_violations(
+    con: duckdb.DuckDBPyConnection, name: str, labels: pa.Table
+) -> dict[str, int]:
+    """Counts of rows breaking each range rule of the labels; empty when all hold."""
+    con.register(name, labels)
+    rules = {
+        "skips > plays": "skips > plays",
+        "full_watches > plays": "full_watches > plays",
+        "skip_rate outside [0, 1]": "skip_rate < 0 OR skip_rate > 1",
+        "negative count": "least(plays, skips, full_watches, likes, comments, shares) < 0",
+        "ratio without plays": "plays = 0 AND (skip_rate IS NOT NULL OR avg_watch_time_s IS NOT NULL)",
+    }
+    counts = con.sql(
+        "SELECT " + ", ".join(f"count(*) FILTER (WHERE {p})" for p in rules.values())
+        + f" FROM {name}"
+    ).fetchall()[0]
+    con.unregister(name)
+    return {rule: n for rule, n in zip(rules, counts, strict=True) if n}
+
+
+def point_in_time_violations(
+    con: duckdb.DuckDBPyConnection, name: str, features: pa.Table, day: str
+) -> int:
+    """Feature rows whose label history reaches a window still open when `day` began."""
+    con.register(name, features)
+    n = con.sql(
+        f"SELECT count(*) FROM {name} WHERE history_through > TIMESTAMPTZ '{day}'"
+    ).fetchall()[0][0]
+    con.unregister(name)
+    return n

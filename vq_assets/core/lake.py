@@ -1,0 +1,238 @@
+"""The lake: one root (a local folder or s3://bucket/prefix) and the paths the asset chain uses.
+
+Every derived partition is a single parquet file, `part-0.parquet`, replaced atomically: a local
+write goes to a temporary file and is renamed over the old one; an S3 PUT (or a completed
+multipart upload) replaces the object in one step. A crash mid-write therefore leaves the previous
+version intact, and a re-run replaces rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+SUCCESS_MARKER = "_SUCCESS"
+
+
+class LakeError(RuntimeError):
+    """A lake path is missing or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake root plus the filesystem that reaches it.
+
+    `root` is what users configure (`./.vq/lake`, `/data/lake`, `s3://bucket/prefix`); `fs` is a
+    pyarrow filesystem able to read and write under it (LocalFileSystem for local roots; an
+    S3FileSystem built from the S3 resource's credentials and endpoint for s3:// roots).
+    """
+
+    root: str
+    fs: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem)
+
+    @classmethod
+    def local(cls, root: str | os.PathLike[str]) -> Lake:
+        return cls(os.path.abspath(os.fspath(root)), pafs.LocalFileSystem())
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    @property
+    def base(self) -> str:
+        """The root as a path inside `fs` (no scheme)."""
+        return self.root.removeprefix("s3://").rstrip("/")
+
+    # -- paths -------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    def uri(self, path: str) -> str:
+        """A path inside `fs` as users and other systems see it (s3:// restored)."""
+        return ("s3://" + path) if self.is_s3 else path
+
+    def landing_dir(self, table: str, day: str) -> str:
+        return self.path("landing", table, f"dt={day}")
+
+    def asset_dir(self, asset: str, day: str | None = None) -> str:
+        return self.path("assets", asset, f"dt={day}") if day else self.path("assets", asset)
+
+    def quarantine_dir(self, table: str, day: str) -> str:
+        return self.path("quarantine", table, f"dt={day}")
+
+    def asset_file(self, asset: str, day: str | None = None) -> str:
+        return f"{self.asset_dir(asset, day)}/{PART_FILE}"
+
+    # -- queries on the filesystem -----------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def day_complete(self, table: str, day: str) -> bool:
+        return self.exists(f"{self.landing_dir(table, day)}/{SUCCESS_MARKER}")
+
+    def list_files(self, directory: str, suffix: str = ".parquet") -> list[str]:
+        info = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        return sorted(
+            i.path
+            for i in info
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(suffix)
+            and not i.base_name.startswith((".", "_"))
+        )
+
+    def list_days(self, directory: str) -> list[str]:
+        """The `dt=` partitions under a table or asset folder, sorted."""
+        info = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        return sorted(
+            i.base_name[3:]
+            for i in info
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("dt=")
+        )
+
+    def read_bytes(self, uri: str) -> bytes:
+        """Media bytes by URI: an s3:// URI, an absolute path, or a path relative to the root."""
+        path = uri.removeprefix("s3://") if uri.startswith("s3://") else uri
+        if not self.is_s3 and not os.path.isabs(path):
+            path = self.path(path)
+        elif self.is_s3 and not uri.startswith("s3://"):
+            path = self.path(path)
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if "not found" in str(e).lower() or "NoSuchKey" in str(e):
+                raise FileNotFoundError(uri) from e
+            raise
+
+    # -- reading and writing -----------------------------------------------------------------
+    def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(path, columns=columns, filesystem=self.fs)
+        except FileNotFoundError as e:
+            raise LakeError(f"missing parquet file {self.uri(path)}") from e
+        except (pa.ArrowInvalid, OSError) as e:
+            raise LakeError(f"cannot read parquet file {self.uri(path)}: {e}") from e
+
+    def write_table(self, directory: str, table: pa.Table) -> str:
+        """Replace the partition in `directory` with `table`, atomically; return its URI."""
+        target = f"{directory}/{PART_FILE}"
+        self.fs.create_dir(directory, recursive=True)
+        if self.is_s3:
+            # One object, written once: S3 makes it visible only when the upload completes.
+            with self.fs.open_output_stream(target) as out:
+                pq.write_table(table, out, compression="zstd", row_group_size=1 << 20)
+        else:
+            tmp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
+            try:
+                pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return self.uri(target)
+
+    def write_marker(self, directory: str) -> None:
+        self.fs.create_dir(directory, recursive=True)
+        with self.fs.open_output_stream(f"{directory}/{SUCCESS_MARKER}") as out:
+            out.write(b"")
+
+    def delete_partition(self, directory: str) -> None:
+        if self.exists(directory):
+            self.fs.delete_dir(directory)
+
+    def register(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        files: Iterable[str],
+        schema: pa.Schema,
+        *,
+        with_source: bool = False,
+    ) -> None:
+        """Expose parquet files to DuckDB as view `name`, streamed, never loaded whole.
+
+        Local files go through DuckDB's own parallel parquet reader. S3 files go through a
+        pyarrow dataset on the lake's filesystem (DuckDB cannot download its httpfs extension
+        offline); DuckDB scans it batch by batch with projection and filter pushdown. An empty
+        file list gives an empty view with `schema`, so SQL works on days with no data.
+        `with_source` adds `source_file` (URI) and `source_row` (0-based row in that file).
+        """
+        files = list(files)
+        con.execute(f"DROP VIEW IF EXISTS {name}")
+        if with_source:
+            schema = schema.append(pa.field("source_file", pa.string()))
+            schema = schema.append(pa.field("source_row", pa.int64()))
+        if not files:
+            con.register(name, schema.empty_table())
+        elif self.is_s3 and with_source:
+            con.register(name, self._reader_with_source(files, schema))
+        elif self.is_s3:
+            con.register(name, ds.dataset(files, schema=schema, filesystem=self.fs))
+        else:
+            paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            source = ", filename = true, file_row_number = true" if with_source else ""
+            rename = (
+                " RENAME (filename AS source_file, file_row_number AS source_row)"
+                if with_source
+                else ""
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {name} AS "
+                f"SELECT *{rename} FROM read_parquet([{paths}], union_by_name = true{source})"
+            )
+
+    def _reader_with_source(self, files: list[str], schema: pa.Schema) -> pa.RecordBatchReader:
+        """Stream S3 files batch by batch, cast to `schema`, tagged with file and row."""
+        data_schema = pa.schema(list(schema)[:-2])
+
+        def batches():
+            for f in files:
+                offset = 0
+                pf = pq.ParquetFile(self.fs.open_input_file(f))
+                for batch in pf.iter_batches(columns=data_schema.names):
+                    n = batch.num_rows
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            *(batch.column(c.name).cast(c.type, safe=False) for c in data_schema),
+                            pa.array([self.uri(f)] * n, pa.string()),
+                            pa.array(range(offset, offset + n), pa.int64()),
+                        ],
+                        schema=schema,
+                    )
+                    offset += n
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """An upstream asset's partitions as files, handed to DuckDB rather than loaded whole."""
+
+    lake: Lake
+    asset: str
+    days: tuple[str, ...]
+    files: tuple[str, ...]
+
+    def register(
+        self, con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema | None = None
+    ) -> None:
+        """View `name` over the files; `schema` is needed only when there may be none."""
+        if schema is None:
+            if not self.files:
+                raise LakeError(f"no partitions of {self.asset} to read and no schema given")
+            schema = pq.read_schema(self.lake.fs.open_input_file(self.files[0]))
+        self.lake.register(con, name, self.files, schema)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return pa.concat_tables([self.lake.read_table(f, columns) for f in self.files])

@@ -1,0 +1,12 @@
+"""The one place that assembles assets, checks, jobs, schedules, sensors and resources."""
+
+import dagster as dg
+
+from vq_assets.defs import ingest, labels
+from vq_assets.resources import resources_for_deployment
+
+defs = dg.Definitions.merge(
+    ingest.defs,
+    labels.defs,
+    dg.Definitions(resources=resources_for_deployment()),
+)

@@ -1,0 +1,106 @@
+"""Ingest: landing days validated against the contract; rejects quarantined and counted."""
+
+
+import dagster as dg
+import pyarrow as pa
+
+from vq_assets.core.contract import ValidatedDay, validate_day
+from vq_assets.partitions import daily
+from vq_assets.resources import DuckDBResource, LakeResource
+
+
+class IngestConfig(dg.Config):
+    max_quarantine_share: float = 0.05
+
+
+def _quarantine_check(name: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "quarantine_share",
+        asset=name,
+        blocking=True,
+        description="Fails when the share of quarantined rows passes max_quarantine_share.",
+    )
+
+
+def _publish(
+    lake: LakeResource, table: str, day: str, result: ValidatedDay, config: IngestConfig
+):
+    """Write the quarantine partition (replaced even when empty) and yield output + check."""
+    lk = lake.get_lake()
+    quarantine_uri = lk.write_table(lk.quarantine_dir(table, day), result.rejects)
+    reasons = (
+        result.rejects.group_by("reason").aggregate([("reason", "count")]).to_pylist()
+        if result.rejects.num_rows
+        else []
+    )
+    share = result.quarantine_share
+    yield dg.Output(
+        result.valid,
+        metadata={
+            "rows_read": result.rows_read,
+            "rows_valid": result.valid.num_rows,
+            "rows_quarantined": result.rejects.num_rows,
+            "quarantine_share": share,
+            "duplicates_dropped": result.duplicates_dropped,
+            "source_files": dg.MetadataValue.json(result.files),
+            "quarantine_path": dg.MetadataValue.path(quarantine_uri),
+            "quarantine_reasons": dg.MetadataValue.md(
+                "\n".join(f"- {r['reason']}: {r['reason_count']}" for r in reasons) or "none"
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="quarantine_share",
+        passed=share <= config.max_quarantine_share,
+        metadata={"share": share, "threshold": config.max_quarantine_share},
+    )
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="ingest",
+    kinds={"duckdb", "parquet"},
+    check_specs=[_quarantine_check("raw_videos")],
+)
+def raw_videos(
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    lake: LakeResource,
+    duckdb: DuckDBResource,
+):
+    """Videos created on the day, validated against the contract (DESIGN §3)."""
+    lk, day = lake.get_lake(), context.partition_key
+    earlier = [d for d in lk.list_days(lk.asset_dir("raw_videos")) if d < day]
+    with duckdb.connect() as con:
+        lk.register(
+            con,
+            "seen_videos",
+            [lk.asset_file("raw_videos", d) for d in earlier],
+            pa.schema([("video_id", pa.string())]),
+        )
+        result = validate_day(con, lk, "videos", day, seen_video_ids="seen_videos")
+    yield from _publish(lake, "videos", day, result, config)
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="ingest",
+    kinds={"duckdb", "parquet"},
+    check_specs=[_quarantine_check("watch_events")],
+)
+def watch_events(
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    lake: LakeResource,
+    duckdb: DuckDBResource,
+):
+    """View events of the day, validated; exact duplicates dropped, keeping one copy."""
+    lk, day = lake.get_lake(), context.partition_key
+    with duckdb.connect() as con:
+        result = validate_day(con, lk, "watch_events", day)
+    yield from _publish(lake, "watch_events", day, result, config)
+
+
+defs = dg.Definitions(assets=[raw_videos, watch_events])

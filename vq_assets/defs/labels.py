@@ -1,0 +1,146 @@
+"""Labels: per-event-day partials, exact 7-day labels, point-in-time creator features."""
+
+import dagster as dg
+
+from vq_assets.core import labels as core
+from vq_assets.core.contract import VIDEOS_SCHEMA
+from vq_assets.core.lake import PartitionFiles
+from vq_assets.core.labels import LABELS_SCHEMA
+from vq_assets.partitions import (
+    CLOSED_LABEL_DAYS,
+    EVENT_DAYS_OF_LABEL_DAY,
+    HISTORY_VIDEOS,
+    VIDEOS_SERVED_BY_EVENT_DAY,
+    daily,
+    label_days,
+)
+from vq_assets.resources import DuckDBResource
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="labels",
+    kinds={"duckdb", "parquet"},
+    ins={"raw_videos": dg.AssetIn(partition_mapping=VIDEOS_SERVED_BY_EVENT_DAY)},
+)
+def video_watch_daily(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    raw_videos: PartitionFiles,
+    watch_events: PartitionFiles,
+) -> dg.Output:
+    """Per video and event day E: partial label aggregates of E's events inside each video's
+    own 7-day window, for the videos created on E-7..E. Each event day is scanned once."""
+    with duckdb.connect() as con:
+        raw_videos.register(con, "videos", VIDEOS_SCHEMA)
+        watch_events.register(con, "events")
+        partials = core.watch_daily_partials(con, context.partition_key)
+        unknown = core.unknown_video_events(con)
+    return dg.Output(
+        partials,
+        metadata={
+            "videos_with_events": partials.num_rows,
+            "events_in_windows": int(partials["plays"].to_numpy().sum()),
+            "events_before_created_at": int(partials["early_events"].to_numpy().sum()),
+            "events_of_unknown_videos": unknown,
+            "video_days_read": dg.MetadataValue.json(list(raw_videos.days)),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=label_days,
+    io_manager_key="lake_io",
+    group_name="labels",
+    kinds={"duckdb", "parquet"},
+    ins={"video_watch_daily": dg.AssetIn(partition_mapping=EVENT_DAYS_OF_LABEL_DAY)},
+    check_specs=[
+        dg.AssetCheckSpec("label_ranges", asset="video_labels_7d", blocking=True),
+        dg.AssetCheckSpec("window_complete", asset="video_labels_7d", blocking=True),
+    ],
+)
+def video_labels_7d(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    raw_videos: PartitionFiles,
+    video_watch_daily: PartitionFiles,
+):
+    """The exact 7-day labels (DESIGN §4) of the videos created on D, once D+7 is over."""
+    day = context.partition_key
+    with duckdb.connect() as con:
+        raw_videos.register(con, "videos", VIDEOS_SCHEMA)
+        video_watch_daily.register(con, "partials")
+        labels = core.labels_from_partials(con, day)
+        bad = core.label_range_violations(con, "labels", labels)
+    expected = [core.shift(day, i) for i in range(core.WINDOW_DAYS + 1)]
+    yield dg.Output(
+        labels,
+        metadata={
+            "videos": labels.num_rows,
+            "videos_without_plays": int((labels["plays"].to_numpy() == 0).sum()),
+            "plays": int(labels["plays"].to_numpy().sum()),
+            "events_before_created_at": int(labels["early_events"].to_numpy().sum()),
+            "event_days": dg.MetadataValue.json(list(video_watch_daily.days)),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="label_ranges",
+        passed=not bad,
+        metadata={"violations": dg.MetadataValue.json(bad)},
+        description="skips <= plays, full_watches <= plays, 0 <= skip_rate <= 1, counts >= 0",
+    )
+    yield dg.AssetCheckResult(
+        check_name="window_complete",
+        passed=list(video_watch_daily.days) == expected,
+        metadata={"expected": expected, "read": list(video_watch_daily.days)},
+    )
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="labels",
+    kinds={"duckdb", "parquet"},
+    ins={
+        "raw_videos": dg.AssetIn(partition_mapping=HISTORY_VIDEOS),
+        "video_labels_7d": dg.AssetIn(partition_mapping=CLOSED_LABEL_DAYS),
+    },
+    check_specs=[dg.AssetCheckSpec("point_in_time", asset="creator_features", blocking=True)],
+)
+def creator_features(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    raw_videos: PartitionFiles,
+    video_labels_7d: PartitionFiles,
+):
+    """Point-in-time creator history for every video created on D: only labels whose window
+    closed before D began, only videos created before each video's own created_at."""
+    day = context.partition_key
+    today = PartitionFiles(raw_videos.lake, "raw_videos", (day,), raw_videos.files[-1:])
+    with duckdb.connect() as con:
+        today.register(con, "videos", VIDEOS_SCHEMA)
+        raw_videos.register(con, "history_videos", VIDEOS_SCHEMA)
+        video_labels_7d.register(con, "history_labels", LABELS_SCHEMA)
+        features = core.creator_features(con, day)
+        leaks = core.point_in_time_violations(con, "features", features, day)
+    yield dg.Output(
+        features,
+        metadata={
+            "videos": features.num_rows,
+            "videos_with_labelled_history": int(
+                (features["prior_labeled"].to_numpy() > 0).sum()
+            ),
+            "label_days_read": len(video_labels_7d.days),
+            "latest_label_day": video_labels_7d.days[-1] if video_labels_7d.days else "none",
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="point_in_time",
+        passed=leaks == 0,
+        metadata={"rows_seeing_open_windows": leaks},
+        description="No feature reads a label whose 7-day window was still open when D began.",
+    )
+
+
+defs = dg.Definitions(assets=[video_watch_daily, video_labels_7d, creator_features])

@@ -1,0 +1,31 @@
+"""Day partitions (UTC dates) and the mappings between them (DESIGN §2)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from vq_assets.core.labels import WINDOW_DAYS
+
+START_DATE = os.environ.get("VQ_START_DATE", "2026-01-01")
+
+# How far back creator history reaches; also bounds what one creator_features partition reads.
+HISTORY_DAYS = int(os.environ.get("VQ_HISTORY_DAYS", "365"))
+
+daily = dg.DailyPartitionsDefinition(start_date=START_DATE)
+
+# A label day D exists only once day D+7 is over: its window [c, c + 7 days) is then closed.
+label_days = dg.DailyPartitionsDefinition(start_date=START_DATE, end_offset=-WINDOW_DAYS)
+
+# video_watch_daily[E] serves the videos created on E-7..E.
+VIDEOS_SERVED_BY_EVENT_DAY = dg.TimeWindowPartitionMapping(start_offset=-WINDOW_DAYS)
+
+# video_labels_7d[D] sums the partials of event days D..D+7.
+EVENT_DAYS_OF_LABEL_DAY = dg.TimeWindowPartitionMapping(end_offset=WINDOW_DAYS)
+
+# creator_features[D]: videos created up to D, labels whose window closed before D began.
+HISTORY_VIDEOS = dg.TimeWindowPartitionMapping(start_offset=-HISTORY_DAYS)
+CLOSED_LABEL_DAYS = dg.TimeWindowPartitionMapping(
+    start_offset=-HISTORY_DAYS, end_offset=-(WINDOW_DAYS + 1)
+)

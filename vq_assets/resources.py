@@ -1,0 +1,125 @@
+"""Resources: the lake (local or S3 through dagster-aws), DuckDB, and the lake IO manager."""
+
+
+import os
+
+import boto3
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.fs as pafs
+from dagster_aws.s3 import S3Resource
+
+from vq_assets.core.lake import Lake, LakeError, PartitionFiles
+from vq_assets.core.sql import connect
+
+DEFAULT_HOME = ".vq"
+
+
+def vq_home() -> str:
+    return os.path.abspath(os.environ.get("VQ_HOME", DEFAULT_HOME))
+
+
+def default_lake_root() -> str:
+    return os.environ.get("VQ_LAKE") or os.path.join(vq_home(), "lake")
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root: a local folder, or `s3://bucket/prefix` reached through `s3`.
+
+    Credentials and endpoint come only from the environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, or a profile) via the S3 resource's
+    boto3 session; the same session feeds the pyarrow filesystem the data is streamed through.
+    """
+
+    root: str
+    s3: S3Resource
+
+    def get_lake(self) -> Lake:
+        if not self.root.startswith("s3://"):
+            return Lake.local(self.root)
+        client = self.s3.get_client()
+        session = boto3.session.Session(
+            profile_name=self.s3.profile_name,
+            aws_access_key_id=self.s3.aws_access_key_id,
+            aws_secret_access_key=self.s3.aws_secret_access_key,
+            aws_session_token=self.s3.aws_session_token,
+            region_name=self.s3.region_name,
+        )
+        creds = session.get_credentials()
+        frozen = creds.get_frozen_credentials() if creds else None
+        endpoint = client.meta.endpoint_url
+        fs = pafs.S3FileSystem(
+            access_key=frozen.access_key if frozen else None,
+            secret_key=frozen.secret_key if frozen else None,
+            session_token=frozen.token if frozen else None,
+            region=client.meta.region_name or "us-east-1",
+            endpoint_override=endpoint,
+            scheme="https" if endpoint.startswith("https") else "http",
+        )
+        return Lake(self.root.rstrip("/"), fs)
+
+
+class DuckDBResource(dg.ConfigurableResource):
+    """In-process DuckDB, bounded in memory, spilling to `temp_dir` past the bound."""
+
+    memory_limit: str | None = None
+    threads: int | None = None
+    temp_dir: str | None = None
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return connect(memory_limit=self.memory_limit, threads=self.threads, temp_dir=self.temp_dir)
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Writes one parquet file per partition at `<lake>/assets/<asset>/dt=<day>/`.
+
+    Outputs are pyarrow tables, replaced atomically. Inputs arrive as `PartitionFiles`; every
+    upstream partition the mapping asks for must exist, so a window is never read half-filled.
+    """
+
+    lake: LakeResource
+
+    @staticmethod
+    def _name(key: dg.AssetKey) -> str:
+        return key.path[-1]
+
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+        lake = self.lake.get_lake()
+        day = context.partition_key if context.has_asset_partitions else None
+        uri = lake.write_table(lake.asset_dir(self._name(context.asset_key), day), obj)
+        context.add_output_metadata({"path": dg.MetadataValue.path(uri), "rows": obj.num_rows})
+
+    def load_input(self, context: dg.InputContext) -> PartitionFiles:
+        lake = self.lake.get_lake()
+        name = self._name(context.asset_key)
+        days = tuple(context.asset_partition_keys) if context.has_asset_partitions else ()
+        paths = [lake.asset_file(name, d) for d in days] if days else [lake.asset_file(name)]
+        missing = [p for p in paths if not lake.exists(p)]
+        if missing:
+            shown = ", ".join(lake.uri(p) for p in missing[:5])
+            raise LakeError(
+                f"{name}: {len(missing)} of {len(paths)} upstream partitions are not "
+                f"materialized ({shown}{', ...' if len(missing) > 5 else ''}); materialize "
+                "them first (a backfill over the range does it in order)"
+            )
+        return PartitionFiles(lake, name, days, tuple(paths))
+
+
+def resources_for_deployment(deployment: str | None = None) -> dict[str, object]:
+    """Resources for `VQ_DEPLOYMENT`: `local` (default) or `production`.
+
+    Production reads the lake root from VQ_LAKE (an s3:// URI) and bounds DuckDB with
+    VQ_DUCKDB_MEMORY_LIMIT / VQ_DUCKDB_TEMP_DIR; secrets only ever come from the environment.
+    """
+    deployment = deployment or os.environ.get("VQ_DEPLOYMENT", "local")
+    if deployment not in ("local", "production"):
+        raise ValueError(f"VQ_DEPLOYMENT must be 'local' or 'production', not {deployment!r}")
+    if deployment == "production" and not os.environ.get("VQ_LAKE", "").startswith("s3://"):
+        raise ValueError("VQ_DEPLOYMENT=production needs VQ_LAKE=s3://bucket/prefix")
+    lake = LakeResource(root=default_lake_root(), s3=S3Resource())
+    duck = DuckDBResource(
+        memory_limit=os.environ.get("VQ_DUCKDB_MEMORY_LIMIT"),
+        temp_dir=os.environ.get("VQ_DUCKDB_TEMP_DIR", os.path.join(vq_home(), "duckdb_spill")),
+    )
+    return {"lake": lake, "lake_io": LakeIOManager(lake=lake), "duckdb": duck}
