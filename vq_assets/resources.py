@@ -1,6 +1,5 @@
 """Resources: the lake (local or S3 through dagster-aws), DuckDB, and the lake IO manager."""
 
-
 import os
 
 import boto3
@@ -24,6 +23,9 @@ def default_lake_root() -> str:
     return os.environ.get("VQ_LAKE") or os.path.join(vq_home(), "lake")
 
 
+_S3_LAKES: dict[tuple, Lake] = {}
+
+
 class LakeResource(dg.ConfigurableResource):
     """The lake root: a local folder, or `s3://bucket/prefix` reached through `s3`.
 
@@ -38,6 +40,13 @@ class LakeResource(dg.ConfigurableResource):
     def get_lake(self) -> Lake:
         if not self.root.startswith("s3://"):
             return Lake.local(self.root)
+        # Building a boto3 client costs ~0.3 s; one per configuration is enough.
+        key = (self.root, tuple(sorted(self.s3.model_dump().items())))
+        if key not in _S3_LAKES:
+            _S3_LAKES[key] = self._s3_lake()
+        return _S3_LAKES[key]
+
+    def _s3_lake(self) -> Lake:
         client = self.s3.get_client()
         session = boto3.session.Session(
             profile_name=self.s3.profile_name,
@@ -57,7 +66,7 @@ class LakeResource(dg.ConfigurableResource):
             endpoint_override=endpoint,
             scheme="https" if endpoint.startswith("https") else "http",
         )
-        return Lake(self.root.rstrip("/"), fs)
+        return Lake(self.root.rstrip("/"), fs, client)
 
 
 class DuckDBResource(dg.ConfigurableResource):

@@ -54,7 +54,8 @@ ISO_639_1 = frozenset(
     hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb
     lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om
     or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw
-    ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu""".split()
+    ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh
+    zu""".split()
 )
 
 # Row rules as (reason, SQL predicate that is TRUE when the row breaks the rule). Rules that
@@ -192,9 +193,7 @@ def validate_day(
     if table == "videos":
         reason = _reason_sql(VIDEO_RULES, day, day_end)
         dup_pred = "row_number() OVER (PARTITION BY video_id ORDER BY source_file, source_row) > 1"
-        seen = (
-            f"video_id IN (SELECT video_id FROM {seen_video_ids})" if seen_video_ids else "false"
-        )
+        seen = f"video_id IN (SELECT video_id FROM {seen_video_ids})" if seen_video_ids else "false"
         con.execute(
             "CREATE OR REPLACE TEMP TABLE landing_checked AS "
             f"SELECT *, concat_ws('; ', nullif({reason}, ''), "

@@ -95,9 +95,9 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
 
 def unknown_video_events(con: duckdb.DuckDBPyConnection) -> int:
     """Events of view `events` whose video is not in view `videos` (never labelled)."""
-    return con.sql(
-        "SELECT count(*) FROM events e ANTI JOIN videos v USING (video_id)"
-    ).fetchall()[0][0]
+    return con.sql("SELECT count(*) FROM events e ANTI JOIN videos v USING (video_id)").fetchall()[
+        0
+    ][0]
 
 
 def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
@@ -206,10 +206,13 @@ def label_range_violations(
         "full_watches > plays": "full_watches > plays",
         "skip_rate outside [0, 1]": "skip_rate < 0 OR skip_rate > 1",
         "negative count": "least(plays, skips, full_watches, likes, comments, shares) < 0",
-        "ratio without plays": "plays = 0 AND (skip_rate IS NOT NULL OR avg_watch_time_s IS NOT NULL)",
+        "ratio without plays": (
+            "plays = 0 AND (skip_rate IS NOT NULL OR avg_watch_time_s IS NOT NULL)"
+        ),
     }
     counts = con.sql(
-        "SELECT " + ", ".join(f"count(*) FILTER (WHERE {p})" for p in rules.values())
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (WHERE {p})" for p in rules.values())
         + f" FROM {name}"
     ).fetchall()[0]
     con.unregister(name)

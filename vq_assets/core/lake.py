@@ -8,10 +8,12 @@ version intact, and a re-run replaces rather than duplicates.
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -34,10 +36,12 @@ class Lake:
     `root` is what users configure (`./.vq/lake`, `/data/lake`, `s3://bucket/prefix`); `fs` is a
     pyarrow filesystem able to read and write under it (LocalFileSystem for local roots; an
     S3FileSystem built from the S3 resource's credentials and endpoint for s3:// roots).
+    `s3_client` (a boto3 S3 client, from dagster-aws's S3 resource) uploads objects on S3.
     """
 
     root: str
     fs: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem)
+    s3_client: Any = None
 
     @classmethod
     def local(cls, root: str | os.PathLike[str]) -> Lake:
@@ -127,12 +131,14 @@ class Lake:
     def write_table(self, directory: str, table: pa.Table) -> str:
         """Replace the partition in `directory` with `table`, atomically; return its URI."""
         target = f"{directory}/{PART_FILE}"
-        self.fs.create_dir(directory, recursive=True)
         if self.is_s3:
             # One object, written once: S3 makes it visible only when the upload completes.
-            with self.fs.open_output_stream(target) as out:
-                pq.write_table(table, out, compression="zstd", row_group_size=1 << 20)
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd", row_group_size=1 << 20)
+            buf.seek(0)
+            self._put(target, buf)
         else:
+            os.makedirs(directory, exist_ok=True)
             tmp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
             try:
                 pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
@@ -143,9 +149,17 @@ class Lake:
         return self.uri(target)
 
     def write_marker(self, directory: str) -> None:
-        self.fs.create_dir(directory, recursive=True)
-        with self.fs.open_output_stream(f"{directory}/{SUCCESS_MARKER}") as out:
-            out.write(b"")
+        if self.is_s3:
+            self._put(f"{directory}/{SUCCESS_MARKER}", io.BytesIO(b""))
+            return
+        os.makedirs(directory, exist_ok=True)
+        open(f"{directory}/{SUCCESS_MARKER}", "wb").close()
+
+    def _put(self, path: str, data: io.BytesIO) -> None:
+        if self.s3_client is None:
+            raise LakeError(f"writing {self.uri(path)} needs an S3 client (the lake's S3 resource)")
+        bucket, _, key = path.partition("/")
+        self.s3_client.upload_fileobj(data, bucket, key)
 
     def delete_partition(self, directory: str) -> None:
         if self.exists(directory):

@@ -1,6 +1,5 @@
 """Ingest: landing days validated against the contract; rejects quarantined and counted."""
 
-
 import dagster as dg
 import pyarrow as pa
 
@@ -22,9 +21,7 @@ def _quarantine_check(name: str) -> dg.AssetCheckSpec:
     )
 
 
-def _publish(
-    lake: LakeResource, table: str, day: str, result: ValidatedDay, config: IngestConfig
-):
+def _publish(lake: LakeResource, table: str, day: str, result: ValidatedDay, config: IngestConfig):
     """Write the quarantine partition (replaced even when empty) and yield output + check."""
     lk = lake.get_lake()
     quarantine_uri = lk.write_table(lk.quarantine_dir(table, day), result.rejects)

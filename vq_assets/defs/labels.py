@@ -4,8 +4,8 @@ import dagster as dg
 
 from vq_assets.core import labels as core
 from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.lake import PartitionFiles
 from vq_assets.core.labels import LABELS_SCHEMA
+from vq_assets.core.lake import PartitionFiles
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
     EVENT_DAYS_OF_LABEL_DAY,
@@ -128,9 +128,7 @@ def creator_features(
         features,
         metadata={
             "videos": features.num_rows,
-            "videos_with_labelled_history": int(
-                (features["prior_labeled"].to_numpy() > 0).sum()
-            ),
+            "videos_with_labelled_history": int((features["prior_labeled"].to_numpy() > 0).sum()),
             "label_days_read": len(video_labels_7d.days),
             "latest_label_day": video_labels_7d.days[-1] if video_labels_7d.days else "none",
         },

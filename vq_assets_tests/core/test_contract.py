@@ -72,7 +72,10 @@ def test_video_ids_unique_within_and_across_days(tmp_path):
     result = _validate(tmp_path, "videos", rows, seen=["v0"])
     assert result.valid.column("video_id").to_pylist() == ["v1"]
     reasons = sorted(result.rejects.column("reason").to_pylist())
-    assert reasons == ["duplicate video_id within the day", "video_id already ingested on an earlier day"]
+    assert reasons == [
+        "duplicate video_id within the day",
+        "video_id already ingested on an earlier day",
+    ]
 
 
 @pytest.mark.parametrize(

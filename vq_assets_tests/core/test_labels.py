@@ -76,7 +76,11 @@ def compute_labels(videos: list[dict], events: list[dict], day: str) -> dict[str
     con = connect()
     partials = []
     for e_day in (core.shift(day, i) for i in range(8)):
-        served = [v for v in videos if core.shift(e_day, -7) <= v["created_at"].date().isoformat() <= e_day]
+        served = [
+            v
+            for v in videos
+            if core.shift(e_day, -7) <= v["created_at"].date().isoformat() <= e_day
+        ]
         todays = [e for e in events if e["event_ts"].date().isoformat() == e_day]
         con.register("videos", pa.Table.from_pylist(served, schema=VIDEOS_SCHEMA))
         con.register("events", pa.Table.from_pylist(todays, schema=WATCH_EVENTS_SCHEMA))
@@ -147,14 +151,36 @@ def test_creator_features_see_only_closed_windows_and_earlier_videos():
     today = [video("x", ts(day, 5), creator_id="c1"), video("y", ts(day, 0.5), creator_id="c2")]
     labels = pa.Table.from_pylist(
         [
-            {"video_id": "old", "creator_id": "c1", "created_at": ts("2026-01-02", 23.5),
-             "plays": 10, "skips": 4, "full_watches": 1, "avg_watch_time_s": 5.0,
-             "skip_rate": 0.4, "likes": 1, "comments": 0, "shares": 0,
-             "engagement_rate": 0.1, "early_events": 0},
-            {"video_id": "recent", "creator_id": "c1", "created_at": ts("2026-01-03", 0.5),
-             "plays": 99, "skips": 0, "full_watches": 9, "avg_watch_time_s": 50.0,
-             "skip_rate": 0.0, "likes": 9, "comments": 9, "shares": 9,
-             "engagement_rate": 0.2, "early_events": 0},
+            {
+                "video_id": "old",
+                "creator_id": "c1",
+                "created_at": ts("2026-01-02", 23.5),
+                "plays": 10,
+                "skips": 4,
+                "full_watches": 1,
+                "avg_watch_time_s": 5.0,
+                "skip_rate": 0.4,
+                "likes": 1,
+                "comments": 0,
+                "shares": 0,
+                "engagement_rate": 0.1,
+                "early_events": 0,
+            },
+            {
+                "video_id": "recent",
+                "creator_id": "c1",
+                "created_at": ts("2026-01-03", 0.5),
+                "plays": 99,
+                "skips": 0,
+                "full_watches": 9,
+                "avg_watch_time_s": 50.0,
+                "skip_rate": 0.0,
+                "likes": 9,
+                "comments": 9,
+                "shares": 9,
+                "engagement_rate": 0.2,
+                "early_events": 0,
+            },
         ],
         schema=core.LABELS_SCHEMA,
     )
@@ -166,7 +192,9 @@ def test_creator_features_see_only_closed_windows_and_earlier_videos():
     assert x["prior_videos"] == 3  # old, recent, same_day_earlier; not itself
     assert x["prior_labeled"] == 1 and x["prior_mean_skip_rate"] == 0.4
     assert x["prior_mean_plays"] == 10
-    assert x["days_active"] == pytest.approx((ts(day, 5) - ts("2026-01-02", 23.5)).total_seconds() / 86400)
+    assert x["days_active"] == pytest.approx(
+        (ts(day, 5) - ts("2026-01-02", 23.5)).total_seconds() / 86400
+    )
     assert rows["y"]["prior_videos"] == 0 and rows["y"]["prior_labeled"] == 0
     assert rows["y"]["prior_mean_skip_rate"] is None and rows["y"]["days_active"] == 0
     assert core.point_in_time_violations(con, "f", core.creator_features(con, day), day) == 0

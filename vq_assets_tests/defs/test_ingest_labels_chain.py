@@ -15,8 +15,10 @@ DAYS = [f"2026-01-{d:02d}" for d in range(1, 11)]
 
 def build_lake(root, late_watch: float = 1.0):
     for i, day in enumerate(DAYS):
-        vids = [video(f"v{i}a", ts(day, 6), 8.0, creator_id="c1"),
-                video(f"v{i}b", ts(day, 18), 20.0, creator_id=f"c{i % 3}")]
+        vids = [
+            video(f"v{i}a", ts(day, 6), 8.0, creator_id="c1"),
+            video(f"v{i}b", ts(day, 18), 20.0, creator_id=f"c{i % 3}"),
+        ]
         write_day(root, "videos", day, vids)
     for day in DAYS:
         events = []
@@ -99,13 +101,19 @@ def test_creator_features_ignore_events_after_the_day(tmp_path, instance):
     materialize_days(["creator_features"], ["2026-01-09"], tmp_path, instance)
     assert _read(tmp_path, "creator_features", "2026-01-09").equals(before)
     # ...while the labels whose windows include day 9 did change, so the test can fail.
-    assert _read(tmp_path, "video_labels_7d", DAYS[1]) != _read(tmp_path, "video_labels_7d", DAYS[0])
+    assert _read(tmp_path, "video_labels_7d", DAYS[1]) != _read(
+        tmp_path, "video_labels_7d", DAYS[0]
+    )
 
 
 def test_labels_refuse_a_half_filled_window(tmp_path, instance):
     build_lake(tmp_path)
-    materialize_days(["raw_videos", "watch_events", "video_watch_daily"], DAYS[:5], tmp_path, instance)
-    (result,) = materialize_days(["video_labels_7d"], DAYS[:1], tmp_path, instance, raise_on_error=False)
+    materialize_days(
+        ["raw_videos", "watch_events", "video_watch_daily"], DAYS[:5], tmp_path, instance
+    )
+    (result,) = materialize_days(
+        ["video_labels_7d"], DAYS[:1], tmp_path, instance, raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "video_watch_daily: 3 of 8 upstream partitions are not materialized" in str(
@@ -121,7 +129,9 @@ def test_quarantine_share_check_fails_and_blocks(tmp_path, instance):
     (result,) = materialize_days(["raw_videos"], [day], tmp_path, instance, raise_on_error=False)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["quarantine_share"].passed
-    quarantined = pq.read_table(Lake.local(tmp_path).quarantine_dir("videos", day) + "/part-0.parquet")
+    quarantined = pq.read_table(
+        Lake.local(tmp_path).quarantine_dir("videos", day) + "/part-0.parquet"
+    )
     assert quarantined.num_rows == 5
     assert set(quarantined.column("reason").to_pylist()) == {"duration_s is not > 0"}
     assert dt.date.fromisoformat(day)
