@@ -2,11 +2,15 @@
 
 import dagster as dg
 
-from vq_assets.defs import ingest, labels
+from vq_assets.defs import automation, embeddings, ingest, labels, serving, training
 from vq_assets.resources import resources_for_deployment
 
 defs = dg.Definitions.merge(
     ingest.defs,
     labels.defs,
+    embeddings.defs,
+    training.defs,
+    serving.defs,
+    automation.defs,
     dg.Definitions(resources=resources_for_deployment()),
 )

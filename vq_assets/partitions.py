@@ -29,3 +29,11 @@ HISTORY_VIDEOS = dg.TimeWindowPartitionMapping(start_offset=-HISTORY_DAYS)
 CLOSED_LABEL_DAYS = dg.TimeWindowPartitionMapping(
     start_offset=-HISTORY_DAYS, end_offset=-(WINDOW_DAYS + 1)
 )
+
+# Retraining: week W (starting Sunday S) learns from the label days complete at S: D <= S - 8.
+TRAIN_WEEKS = int(os.environ.get("VQ_TRAIN_WEEKS", "4"))
+# end_offset=1: the week that has just started exists, since its model is trained at its start.
+weekly = dg.WeeklyPartitionsDefinition(start_date=START_DATE, end_offset=1)
+
+# training_set[W] reads days S - 7*(TRAIN_WEEKS+1) .. S - 8 (offsets count weeks).
+TRAINING_DAYS = dg.TimeWindowPartitionMapping(start_offset=-(TRAIN_WEEKS + 1), end_offset=-2)

@@ -102,8 +102,12 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> PartitionFiles:
         lake = self.lake.get_lake()
         name = self._name(context.asset_key)
-        days = tuple(context.asset_partition_keys) if context.has_asset_partitions else ()
-        paths = [lake.asset_file(name, d) for d in days] if days else [lake.asset_file(name)]
+        if context.has_asset_partitions:
+            # A window reaching before the first day maps to fewer (or no) partitions.
+            days = tuple(context.asset_partition_keys)
+            paths = [lake.asset_file(name, d) for d in days]
+        else:
+            days, paths = (), [lake.asset_file(name)]
         missing = [p for p in paths if not lake.exists(p)]
         if missing:
             shown = ", ".join(lake.uri(p) for p in missing[:5])
@@ -113,6 +117,53 @@ class LakeIOManager(dg.ConfigurableIOManager):
                 "them first (a backfill over the range does it in order)"
             )
         return PartitionFiles(lake, name, days, tuple(paths))
+
+
+class DeviceResource(dg.ConfigurableResource):
+    """Where tensors run: `auto` picks CUDA when present, else CPU; precision and batch size."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 64
+    # Intra-op threads for CPU work; None leaves torch's default.
+    threads: int | None = None
+
+    def setup(self) -> str:
+        import torch
+
+        from vq_assets.core.encoders import pick_device
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return pick_device(self.device)
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """The video encoder: BLIP from `blip_model` (hub id or path; else $VQ_BLIP_MODEL), or the
+    locally built placeholder checkpoint under `cache_dir` when none is configured."""
+
+    blip_model: str | None = None
+    cache_dir: str = os.path.join(DEFAULT_HOME, "models")
+    frames: int = 8
+    decode_workers: int = 2
+
+    def load(self, device: DeviceResource):
+        from vq_assets.core.encoders import load_blip
+
+        return load_blip(
+            self.blip_model,
+            self.cache_dir,
+            device=device.setup(),
+            dtype=device.precision,
+            batch_size=device.batch_size,
+        )
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry: local sqlite + artifacts under .vq/ by default."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
 
 
 def resources_for_deployment(deployment: str | None = None) -> dict[str, object]:
@@ -131,4 +182,21 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
         memory_limit=os.environ.get("VQ_DUCKDB_MEMORY_LIMIT"),
         temp_dir=os.environ.get("VQ_DUCKDB_TEMP_DIR", os.path.join(vq_home(), "duckdb_spill")),
     )
-    return {"lake": lake, "lake_io": LakeIOManager(lake=lake), "duckdb": duck}
+    from vq_assets.core.registry import default_tracking_uri
+
+    home = vq_home()
+    return {
+        "lake": lake,
+        "lake_io": LakeIOManager(lake=lake),
+        "duckdb": duck,
+        "device": DeviceResource(
+            device=os.environ.get("VQ_DEVICE", "auto"),
+            precision=os.environ.get("VQ_PRECISION", "fp32"),
+        ),
+        "encoder": EncoderResource(cache_dir=os.path.join(home, "models")),
+        "mlflow_tracking": MlflowResource(
+            tracking_uri=default_tracking_uri(home),
+            artifact_root=os.environ.get("VQ_MLFLOW_ARTIFACTS")
+            or os.path.join(home, "mlflow", "artifacts"),
+        ),
+    }

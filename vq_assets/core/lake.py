@@ -43,6 +43,11 @@ class Lake:
     fs: pafs.FileSystem = field(default_factory=pafs.LocalFileSystem)
     s3_client: Any = None
 
+    def __reduce__(self):
+        # Decode workers get the lake by pickling: the filesystem travels, the boto3 client
+        # (unpicklable, and only needed to upload) does not.
+        return (Lake, (self.root, self.fs))
+
     @classmethod
     def local(cls, root: str | os.PathLike[str]) -> Lake:
         return cls(os.path.abspath(os.fspath(root)), pafs.LocalFileSystem())
@@ -147,6 +152,17 @@ class Lake:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         return self.uri(target)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write one object or file, atomically (model files, media)."""
+        if self.is_s3:
+            self._put(path, io.BytesIO(data))
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
 
     def write_marker(self, directory: str) -> None:
         if self.is_s3:

@@ -1,0 +1,153 @@
+"""The `vq` command: simulate a platform, replay the chain, run the demo, open the UI."""
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _lake(root: str):
+    from dagster_aws.s3 import S3Resource
+
+    from vq_assets.resources import LakeResource
+
+    return LakeResource(root=root, s3=S3Resource()).get_lake()
+
+
+def _default_lake() -> str:
+    from vq_assets.resources import default_lake_root
+
+    return default_lake_root()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from vq_assets.core.simulator import simulate
+
+    lake = _lake(args.lake)
+    summary = simulate(
+        lake.fs,
+        lake.base,
+        args.start,
+        args.days,
+        args.videos_per_day,
+        args.seed,
+        mean_plays=args.mean_plays,
+        media=not args.no_media,
+        progress=print,
+    )
+    print(
+        f"wrote {summary.days} days, {summary.videos:,} videos, {summary.events:,} events "
+        f"to {lake.root}/landing"
+    )
+    return 0
+
+
+def _instance():
+    import dagster as dg
+
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    return dg.DagsterInstance.get()
+
+
+def _replay(lake_root: str, start: dt.date, end: dt.date) -> None:
+    # Resources read VQ_LAKE when the code location loads: set it first.
+    os.environ["VQ_LAKE"] = lake_root
+    from vq_assets.definitions import defs
+    from vq_assets.partitions import TRAIN_WEEKS
+    from vq_assets.replay import Replay
+
+    instance = _instance()
+    replay = Replay(defs, instance, _lake(lake_root), train_days=7 * TRAIN_WEEKS)
+    print(f"replaying {start}..{end} on {lake_root} (Dagster instance {instance.root_directory})")
+    replay.run(start.isoformat(), end.isoformat())
+    print(f"replay done: {replay.runs} Dagster runs")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _replay(args.lake, args.start, args.end)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulate the default world (unless already there), replay it, print the report."""
+    from vq_assets.core.simulator import simulate
+
+    lake = _lake(args.lake)
+    end = args.start + dt.timedelta(days=args.days - 1)
+    if not lake.day_complete("watch_events", end.isoformat()):
+        print(f"simulating {args.days} days x {args.videos_per_day} videos into {lake.root}")
+        simulate(lake.fs, lake.base, args.start, args.days, args.videos_per_day, args.seed,
+                 progress=print)
+    _replay(args.lake, args.start, end)
+    from vq_assets.report import demo_report
+
+    print(demo_report(lake, REPO_ROOT))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the Dagster UI on 127.0.0.1 with the local instance (DAGSTER_HOME = repo root)."""
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    exe = Path(sys.executable).parent / "dagster"
+    argv = [str(exe), "dev", "-h", "127.0.0.1", "-p", str(args.port), "-w", "workspace.yaml"]
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (instance {env['DAGSTER_HOME']})")
+    os.chdir(REPO_ROOT)
+    os.execve(argv[0], argv, env)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a simulated platform's landing zone")
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.add_argument("--start", type=_date, default=_date("2026-01-01"))
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--videos-per-day", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mean-plays", type=float, default=60.0)
+    p.add_argument("--no-media", action="store_true", help="skip mp4 and cover files")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("run", help="replay the chain day by day over landed data, through Dagster")
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.add_argument("--start", type=_date, required=True)
+    p.add_argument("--end", type=_date, required=True)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="simulate, replay and report (what `make demo` runs)")
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.add_argument("--start", type=_date, default=_date("2026-01-01"))
+    p.add_argument("--days", type=int, default=45)
+    p.add_argument("--videos-per-day", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "lake", "unset") is None:
+        args.lake = _default_lake()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Decoding a video's pixels: K frames sampled over its duration, else its cover image.
+
+Nothing here imports torch: these functions run in decode worker processes (see `embed.py`), so
+a worker starts fast and stays small. Bytes are read through an injected `read_bytes(uri)` so the
+caller decides how local paths and s3:// URIs are reached; `FileNotFoundError` from it means
+the media is missing, any other read error propagates (a flaky store should fail the run loudly
+rather than silently turn into "no image").
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+MediaStatus = Literal["ok", "no_media", "decode_error"]
+ImageSource = Literal["video", "cover"]
+ReadBytes = Callable[[str], bytes]
+Source = bytes | str | os.PathLike[str]
+
+# Longer clips are sampled by seeking to each target time (decoding from the previous keyframe);
+# shorter ones are decoded once front to back, which is cheaper than K seeks.
+SEEK_MIN_S = 20.0
+
+# CLIP/BLIP processors resize with bicubic; frames resized here must match what they would do.
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+class MediaDecodeError(ValueError):
+    """The bytes were read but hold no decodable picture."""
+
+
+def read_local(uri: str) -> bytes:
+    """Default `read_bytes`: a local path or file:// URI."""
+    with open(uri.removeprefix("file://"), "rb") as f:
+        return f.read()
+
+
+def _resize(img: Image.Image, size: int | tuple[int, int] | None) -> np.ndarray:
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        if img.size != (w, h):
+            img = img.resize((w, h), RESAMPLE)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _open(data: Source) -> av.container.InputContainer:
+    return av.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else os.fspath(data))
+
+
+def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    if not container.streams.video:
+        raise MediaDecodeError("no video stream")
+    return container.streams.video[0]
+
+
+def _upright(frame: av.VideoFrame) -> Image.Image:
+    """The frame as shown to viewers: phone videos are often stored sideways with a display
+    rotation (counter-clockwise degrees), which PIL's `rotate` applies the same way."""
+    img = frame.to_image()
+    return img.rotate(frame.rotation, expand=True) if frame.rotation else img
+
+
+def _frame_time(frame: av.VideoFrame, index: int, rate: Fraction | None) -> float:
+    if frame.time is not None:
+        return frame.time
+    return index / float(rate) if rate else float(index)
+
+
+def _duration_s(data: Source) -> tuple[float, float] | None:
+    """(start, duration) in seconds of the first video stream, from headers or a packet scan."""
+    with _open(data) as container:
+        stream = _video_stream(container)
+        tb = stream.time_base
+        start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+        if stream.duration and tb:
+            return start, float(stream.duration * tb)
+        if container.duration:
+            return start, container.duration / av.time_base
+        # No duration in the headers (e.g. some streamed mp4/webm): demuxing without decoding
+        # is cheap and gives the last presentation time.
+        end = None
+        for packet in container.demux(stream):
+            if packet.pts is not None and tb:
+                t = float((packet.pts + (packet.duration or 0)) * tb)
+                end = t if end is None else max(end, t)
+        return (start, end - start) if end is not None and end > start else None
+
+
+def _pick_sequential(data: Source, targets: np.ndarray | None, k: int) -> list[av.VideoFrame]:
+    """Decode front to back; for each target time keep the frame on screen then (the last one
+    starting at or before it).
+
+    Without targets (unknown duration) every frame is kept and K are spread by index.
+    """
+    picked: list[av.VideoFrame] = []
+    kept: list[av.VideoFrame] = []
+    prev: av.VideoFrame | None = None
+    with _open(data) as container:
+        stream = _video_stream(container)
+        rate = stream.average_rate
+        j = 0
+        for i, frame in enumerate(container.decode(stream)):
+            if targets is None:
+                kept.append(frame)
+                continue
+            t = _frame_time(frame, i, rate)
+            while j < len(targets) and t > targets[j]:
+                picked.append(prev if prev is not None else frame)
+                j += 1
+            if j == len(targets):
+                break
+            prev = frame
+    if targets is None:
+        if kept:
+            idx = np.unique(np.linspace(0, len(kept) - 1, num=k).round().astype(int))
+            picked = [kept[i] for i in idx]
+    elif prev is not None:
+        picked.extend([prev] * (len(targets) - len(picked)))  # targets past the last frame
+    return picked
+
+
+def _pick_seeking(data: Source, targets: np.ndarray) -> list[av.VideoFrame]:
+    """Seek to the keyframe before each target, then decode to the frame on screen at it."""
+    picked: list[av.VideoFrame] = []
+    with _open(data) as container:
+        stream = _video_stream(container)
+        for target in targets:
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            chosen: av.VideoFrame | None = None
+            for frame in container.decode(stream):
+                # without timestamps the keyframe seeked to is the best estimate
+                if chosen is not None and (frame.time is None or frame.time > target):
+                    break
+                chosen = frame
+            if chosen is not None:
+                picked.append(chosen)
+    return picked
+
+
+def sample_frames(
+    data: Source,
+    k: int = 8,
+    size: int | tuple[int, int] | None = 224,
+    *,
+    seek_min_s: float = SEEK_MIN_S,
+) -> np.ndarray:
+    """K frames at the centres of K equal segments of the video, upright, resized to `size`
+    (square if an int, (H, W) if a tuple, native if None).
+
+    Returns uint8 [k', H, W, 3] with k' <= k: a clip with fewer distinct frames than K gives each
+    distinct frame once (no repeats, so a mean over frames is not skewed). Raises
+    `MediaDecodeError` (or a PyAV error) when nothing decodable is found.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    timing = _duration_s(data)
+    if timing is None:
+        frames = _pick_sequential(data, None, k)
+    else:
+        start, duration = timing
+        targets = start + (np.arange(k) + 0.5) * duration / k
+        if duration >= seek_min_s:
+            frames = _pick_seeking(data, targets)
+        else:
+            frames = _pick_sequential(data, targets, k)
+    unique: dict[int, av.VideoFrame] = {}
+    for frame in frames:  # two targets can land on one frame; keep it once, in order
+        unique.setdefault(frame.pts if frame.pts is not None else id(frame), frame)
+    if not unique:
+        raise MediaDecodeError("no decodable video frames")
+    return np.stack([_resize(_upright(f), size) for f in unique.values()])
+
+
+def load_image(data: Source, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """A cover image as uint8 [H, W, 3] RGB (EXIF orientation applied), resized if `size`."""
+    src = io.BytesIO(data) if isinstance(data, bytes | bytearray) else os.fspath(data)
+    with Image.open(src) as img:
+        img = ImageOps.exif_transpose(img)
+        return _resize(img.convert("RGB"), size)
+
+
+@dataclass(frozen=True)
+class MediaResult:
+    """What could be decoded for one video.
+
+    `frames` is uint8 [k', H, W, 3] (a cover counts as one frame) or None when neither source
+    gave pixels. `status` reports the worst fault met on the way, `decode_error` > `no_media` >
+    `ok`, so a corrupt video rescued by its cover is still flagged; a null URI is not a fault
+    (the contract allows it), a URI whose file is missing is. `error` names every fault.
+    """
+
+    frames: np.ndarray | None
+    status: MediaStatus
+    error: str | None
+    source: ImageSource | None
+
+
+_RANK: dict[MediaStatus, int] = {"ok": 0, "no_media": 1, "decode_error": 2}
+
+
+def load_media(
+    video_uri: str | None,
+    thumbnail_uri: str | None,
+    *,
+    k: int = 8,
+    size: int | tuple[int, int] = 224,
+    read_bytes: ReadBytes = read_local,
+) -> MediaResult:
+    """Frames from the video, else the cover, else none (the caller falls back to the caption)."""
+    status: MediaStatus = "ok"
+    errors: list[str] = []
+
+    def fault(kind: MediaStatus, msg: str) -> None:
+        nonlocal status
+        status = kind if _RANK[kind] > _RANK[status] else status
+        errors.append(msg)
+
+    attempts: list[tuple[ImageSource, str | None, Callable[[bytes], np.ndarray]]] = [
+        ("video", video_uri, lambda b: sample_frames(b, k, size)),
+        ("cover", thumbnail_uri, lambda b: load_image(b, size)[None]),
+    ]
+    for source, uri, decode in attempts:
+        if not uri:
+            continue
+        try:
+            data = read_bytes(uri)
+        except FileNotFoundError:
+            fault("no_media", f"{source} not found: {uri}")
+            continue
+        try:
+            frames = decode(data)
+        except Exception as e:  # any decoder failure is data about this video, not a crash
+            fault("decode_error", f"{source} {uri}: {type(e).__name__}: {e}")
+            continue
+        return MediaResult(frames, status, "; ".join(errors) or None, source)
+    if not video_uri and not thumbnail_uri:
+        fault("no_media", "no video_uri or thumbnail_uri")
+    return MediaResult(None, status, "; ".join(errors), None)
+
+
+def load_media_many(
+    items: Sequence[tuple[str | None, str | None]],
+    k: int,
+    size: int | tuple[int, int],
+    read_bytes: ReadBytes,
+) -> list[MediaResult]:
+    """`load_media` over a chunk of (video_uri, thumbnail_uri): the unit a decode worker runs."""
+    return [load_media(v, t, k=k, size=size, read_bytes=read_bytes) for v, t in items]

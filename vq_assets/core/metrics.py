@@ -1,0 +1,121 @@
+"""Evaluation metrics of the quality model (pure numpy/scipy).
+
+Every metric ignores rows whose label is null (NaN) or whose prediction is not finite. A metric
+that cannot be computed (no rows, a constant column for a correlation) is NaN rather than 0, so a
+broken evaluation is never mistaken for a bad-but-valid one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import stats
+
+# Task name -> MLflow metric stem (the seed names of DESIGN.md §4/§6).
+COUNT_TASK_STEMS: dict[str, str] = {
+    "skips": "e_item_timespent_0to3",
+    "avg_watch_time_s": "e_avg_watch_time",
+    "full_watches": "e_num_full_watch",
+}
+SKIP_RATE_STEM = "p_item_skip_ctr_7d"
+
+
+def _valid(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"shape mismatch: pred {pred.shape} vs true {true.shape}")
+    keep = np.isfinite(pred) & np.isfinite(true)
+    return pred[keep], true[keep]
+
+
+def count(true: np.ndarray) -> int:
+    """Number of non-null labels."""
+    return int(np.isfinite(np.asarray(true, dtype=np.float64)).sum())
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute error over non-null rows."""
+    p, t = _valid(pred, true)
+    return float(np.mean(np.abs(p - t))) if t.size else float("nan")
+
+
+def log1p_r2(pred: np.ndarray, true: np.ndarray) -> float:
+    """R² of ``log1p(pred)`` against ``log1p(true)`` (1 - SS_res / SS_tot); can be negative."""
+    p, t = _valid(pred, true)
+    if t.size < 2:
+        return float("nan")
+    lp, lt = np.log1p(p), np.log1p(t)
+    ss_tot = float(np.sum((lt - lt.mean()) ** 2))
+    if ss_tot == 0.0:
+        return float("nan")
+    return 1.0 - float(np.sum((lt - lp) ** 2)) / ss_tot
+
+
+def spearman(pred: np.ndarray, true: np.ndarray) -> float:
+    """Spearman rank correlation over non-null rows (ties get average ranks)."""
+    p, t = _valid(pred, true)
+    if t.size < 2 or np.all(p == p[0]) or np.all(t == t[0]):
+        return float("nan")
+    return float(stats.spearmanr(p, t).statistic)
+
+
+def skip_calibration(pred_rate: np.ndarray, skip_rate: np.ndarray, plays: np.ndarray) -> float:
+    """Predicted expected skips over actual skips, on rows with plays > 0 (1.0 is perfect).
+
+    ``sum(pred_rate * plays) / sum(skip_rate * plays)``: >1 means the model over-predicts skips.
+    """
+    plays = np.asarray(plays, dtype=np.float64)
+    pred_rate = np.asarray(pred_rate, dtype=np.float64)
+    skip_rate = np.asarray(skip_rate, dtype=np.float64)
+    keep = (plays > 0) & np.isfinite(skip_rate) & np.isfinite(pred_rate)
+    actual = float(np.sum(skip_rate[keep] * plays[keep]))
+    if actual == 0.0:
+        return float("nan")
+    return float(np.sum(pred_rate[keep] * plays[keep])) / actual
+
+
+def task_metrics(
+    preds: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    plays: np.ndarray,
+    losses: Mapping[str, float],
+    prefix: str = "val",
+) -> dict[str, float]:
+    """The MLflow metric table of DESIGN.md §6.
+
+    Args:
+        preds: ``{task: predictions in natural units}`` for the four tasks.
+        labels: ``{task: labels in natural units, NaN for null}``.
+        plays: play count per row (weights the skip-rate calibration).
+        losses: ``{task: the model's loss on these rows}``; ``{prefix}_loss`` is their sum,
+            the same total the model trains on.
+        prefix: metric name prefix (``val`` for held-out days).
+
+    Returns:
+        ``{prefix}_e_item_timespent_0to3_{MAE,log1p_R2,SpearmanCorr,count,loss}``, the same for
+        ``e_avg_watch_time`` and ``e_num_full_watch``,
+        ``{prefix}_p_item_skip_ctr_7d_{calibration,SpearmanCorr,loss}`` and ``{prefix}_loss``.
+    """
+    out: dict[str, float] = {}
+    for task, stem in COUNT_TASK_STEMS.items():
+        name = f"{prefix}_{stem}"
+        pred, true = preds[task], labels[task]
+        out[f"{name}_MAE"] = mae(pred, true)
+        out[f"{name}_log1p_R2"] = log1p_r2(pred, true)
+        out[f"{name}_SpearmanCorr"] = spearman(pred, true)
+        out[f"{name}_count"] = float(count(true))
+        out[f"{name}_loss"] = float(losses[task])
+    name = f"{prefix}_{SKIP_RATE_STEM}"
+    out[f"{name}_calibration"] = skip_calibration(preds["skip_rate"], labels["skip_rate"], plays)
+    out[f"{name}_SpearmanCorr"] = spearman(preds["skip_rate"], labels["skip_rate"])
+    out[f"{name}_loss"] = float(losses["skip_rate"])
+    out[f"{prefix}_loss"] = float(sum(losses[t] for t in (*COUNT_TASK_STEMS, "skip_rate")))
+    return out
+
+
+def mean_spearman(metrics: Mapping[str, float], prefix: str = "val") -> float:
+    """Mean of the four SpearmanCorr values of ``task_metrics`` (NaN if any is NaN)."""
+    stems = [*COUNT_TASK_STEMS.values(), SKIP_RATE_STEM]
+    return float(np.mean([metrics[f"{prefix}_{stem}_SpearmanCorr"] for stem in stems]))

@@ -1,0 +1,127 @@
+"""Automation: the jobs, a sensor on the landing zone's markers, the daily and weekly schedules."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from vq_assets.core.labels import WINDOW_DAYS, shift
+from vq_assets.partitions import START_DATE, daily, label_days, weekly
+from vq_assets.resources import LakeResource
+
+FEATURE_ASSETS = [
+    "raw_videos",
+    "watch_events",
+    "video_watch_daily",
+    "video_embeddings",
+    "creator_features",
+]
+SCORING_ASSETS = ["quality_scores", "flywheel_sampling_weights"]
+LABEL_ASSETS = ["video_labels_7d"]
+LIFT_ASSETS = ["flywheel_lift"]
+RETRAIN_ASSETS = ["training_set", "quality_model", "model_evaluation"]
+
+daily_chain_job = dg.define_asset_job(
+    "daily_chain",
+    selection=FEATURE_ASSETS + SCORING_ASSETS,
+    partitions_def=daily,
+    description="A landed day: ingest, partials, embeddings, creator features, scores, weights.",
+)
+labels_job = dg.define_asset_job(
+    "labels",
+    selection=LABEL_ASSETS + LIFT_ASSETS,
+    partitions_def=label_days,
+    description="A creation day whose 7-day window has closed: labels, then the flywheel lift.",
+)
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=RETRAIN_ASSETS,
+    partitions_def=weekly,
+    description="The week's training set, model (through the promotion gate) and evaluation.",
+)
+
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    daily_chain_job,
+    hour_of_day=2,
+    description="For deployments where each day lands on time: run yesterday's chain at 02:00.",
+)
+
+
+@dg.schedule(
+    job=retrain_job,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    description="Weekly retraining at the start of each week (Sunday 03:00 UTC).",
+)
+def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    week = context.scheduled_execution_time.date().isoformat()
+    return dg.RunRequest(run_key=f"retrain-{week}", partition_key=week)
+
+
+def landed_days(lake) -> list[str]:
+    """Days whose videos and watch events both carry their `_SUCCESS` marker."""
+    days = set(lake.list_days(lake.path("landing", "videos")))
+    days &= set(lake.list_days(lake.path("landing", "watch_events")))
+    return sorted(
+        d
+        for d in days
+        if d >= START_DATE and lake.day_complete("videos", d) and lake.day_complete("watch_events", d)
+    )
+
+
+def plan_requests(
+    landed: list[str], partials_done: set[str], cursor: dict[str, list[str]]
+) -> tuple[list[dg.RunRequest], dict[str, list[str]]]:
+    """Run requests for newly landed days and newly closable label days, and the next cursor.
+
+    A day is requested once (the cursor remembers it, and the run key would deduplicate it
+    anyway); a day that lands late is picked up whenever its markers appear. Label day L is
+    requested once the partials of event days L..L+7 are all materialized.
+    """
+    chain = set(cursor.get("chain", []))
+    labelled = set(cursor.get("labels", []))
+    requests = []
+    for day in landed:
+        if day not in chain:
+            requests.append(
+                dg.RunRequest(run_key=f"chain-{day}", job_name="daily_chain", partition_key=day)
+            )
+            chain.add(day)
+    last_label_day = label_days.get_last_partition_key()
+    for day in sorted(partials_done):
+        if day in labelled or (last_label_day and day > last_label_day):
+            continue
+        if all(shift(day, i) in partials_done for i in range(WINDOW_DAYS + 1)):
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"labels-{day}",
+                    job_name="labels",
+                    partition_key=day,
+                    asset_selection=[dg.AssetKey(a) for a in LABEL_ASSETS],
+                )
+            )
+            labelled.add(day)
+    return requests, {"chain": sorted(chain), "labels": sorted(labelled)}
+
+
+@dg.sensor(
+    jobs=[daily_chain_job, labels_job],
+    minimum_interval_seconds=60,
+    description="Watches the landing zone's _SUCCESS markers; requests each newly landed day's "
+    "chain, and the labels of every creation day whose window's partials are all in.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    partials = context.instance.get_materialized_partitions(dg.AssetKey("video_watch_daily"))
+    requests, next_cursor = plan_requests(landed_days(lake.get_lake()), set(partials), cursor)
+    context.update_cursor(json.dumps(next_cursor))
+    if not requests:
+        return dg.SkipReason(f"no new day landed ({dt.datetime.now(dt.UTC):%H:%M} UTC)")
+    return requests
+
+
+defs = dg.Definitions(
+    jobs=[daily_chain_job, labels_job, retrain_job],
+    schedules=[daily_schedule, retrain_schedule],
+    sensors=[landing_sensor],
+)

@@ -1,0 +1,172 @@
+"""Serving: daily quality scores (the blending prior), flywheel weights, and their lift."""
+
+import dataclasses
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+
+from vq_assets.core import flywheel, registry
+from vq_assets.core.contract import VIDEOS_SCHEMA
+from vq_assets.core.features import joined_rows
+from vq_assets.core.labels import shift
+from vq_assets.core.lake import PartitionFiles
+from vq_assets.core.scoring import score_videos
+from vq_assets.core.train import load_model
+from vq_assets.defs.training import production_as_of
+from vq_assets.partitions import daily, label_days
+from vq_assets.resources import DuckDBResource, LakeResource
+
+
+class ScoringConfig(dg.Config):
+    weight_skip_rate: float = -1.0
+    weight_avg_watch_time_s: float = 0.5
+    weight_full_watches: float = 0.5
+    weight_skips: float = -0.25
+
+    def weights(self) -> flywheel.QualityWeights:
+        return flywheel.QualityWeights(
+            self.weight_skip_rate,
+            self.weight_avg_watch_time_s,
+            self.weight_full_watches,
+            self.weight_skips,
+        )
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="serving",
+    kinds={"pytorch", "parquet"},
+    deps=["quality_model"],
+)
+def quality_scores(
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    lake: LakeResource,
+    duckdb: DuckDBResource,
+    raw_videos: PartitionFiles,
+    video_embeddings: PartitionFiles,
+    creator_features: PartitionFiles,
+) -> dg.Output:
+    """Predictions for every video created on D, by the model that was production as of D:
+    the latest weekly model, trained on labels closed before its week began, that passed the
+    promotion gate. Available the same day, long before the video's labels."""
+    day, lk = context.partition_key, lake.get_lake()
+    record = production_as_of(lk, shift(day, 1))
+    if record is None:
+        raise dg.Failure(
+            f"no promoted quality_model exists for a week starting on or before {day}: "
+            "materialize quality_model for an earlier week first"
+        )
+    with duckdb.connect() as con:
+        raw_videos.register(con, "videos", VIDEOS_SCHEMA)
+        video_embeddings.register(con, "embeddings")
+        creator_features.register(con, "creator")
+        rows = joined_rows(con, with_labels=False)
+    with registry.fetch_from_lake(lk, record["model_version"]) as d:
+        model = load_model(d)
+    scores = score_videos(rows, model, record["model_version"], config.weights())
+    videos = raw_videos.read(["video_id"]).num_rows
+    return dg.Output(
+        scores,
+        metadata={
+            "videos_scored": scores.num_rows,
+            "videos_without_features": videos - scores.num_rows,
+            "model_version": record["model_version"],
+            "model_week": record["week"],
+            "mean_pred_skip_rate": float(np.mean(scores["pred_skip_rate"].to_numpy()))
+            if scores.num_rows else float("nan"),
+        },
+    )
+
+
+class FlywheelConfig(dg.Config):
+    temperature: float = 1.0
+    epsilon: float = 0.05
+    creator_cap: float = 0.05
+    # Guardrails: video ids never to sample, plus any `flagged` rows of
+    # <lake>/landing/video_flags/dt=D/*.parquet (video_id, flagged).
+    exclude_video_ids: list[str] = []
+
+
+@dg.asset(
+    partitions_def=daily,
+    io_manager_key="lake_io",
+    group_name="serving",
+    kinds={"parquet"},
+    check_specs=[dg.AssetCheckSpec("weights_sum_to_one", asset="flywheel_sampling_weights",
+                                   blocking=True)],
+)
+def flywheel_sampling_weights(
+    context: dg.AssetExecutionContext,
+    config: FlywheelConfig,
+    lake: LakeResource,
+    quality_scores: PartitionFiles,
+):
+    """Cold-start sampling weights: exp(score / T) mixed with an exploration floor, a
+    per-creator cap on total mass, flagged and excluded videos at exactly 0 (DESIGN §7)."""
+    day, lk = context.partition_key, lake.get_lake()
+    scores = quality_scores.read()
+    flag_files = lk.list_files(lk.landing_dir("video_flags", day))
+    flagged = None
+    if flag_files:
+        flags = pa.concat_tables([lk.read_table(f, ["video_id", "flagged"]) for f in flag_files])
+        lookup = dict(zip(flags["video_id"].to_pylist(), flags["flagged"].to_pylist(), strict=True))
+        flagged = [lookup.get(v) for v in scores["video_id"].to_pylist()]
+    excluded = flywheel.exclusions(scores["video_id"], flagged, config.exclude_video_ids)
+    weights, report = flywheel.sampling_weights(
+        scores["quality_score"].to_numpy(),
+        scores["creator_id"],
+        temperature=config.temperature,
+        epsilon=config.epsilon,
+        creator_cap=config.creator_cap,
+        excluded=excluded,
+    )
+    table = scores.select(["video_id", "creator_id", "quality_score", "model_version"])
+    table = table.append_column("excluded", pa.array(excluded)).append_column(
+        "sampling_weight", pa.array(weights, pa.float64())
+    )
+    total = float(weights.sum())
+    yield dg.Output(table, metadata={**dataclasses.asdict(report), "weight_sum": total})
+    yield dg.AssetCheckResult(
+        check_name="weights_sum_to_one",
+        passed=abs(total - 1.0) < 1e-9 and bool((weights[excluded] == 0).all()),
+        metadata={"sum": total, "excluded_with_weight": int((weights[excluded] > 0).sum())},
+    )
+
+
+@dg.asset(
+    partitions_def=label_days,
+    io_manager_key="lake_io",
+    group_name="serving",
+    kinds={"parquet"},
+)
+def flywheel_lift(
+    context: dg.AssetExecutionContext,
+    flywheel_sampling_weights: PartitionFiles,
+    video_labels_7d: PartitionFiles,
+) -> dg.Output:
+    """Once D's labels exist: the realised skip rate and watch time of a video drawn with the
+    weights, against uniform sampling over the same eligible videos."""
+    weights = flywheel_sampling_weights.read()
+    labels = video_labels_7d.read(["video_id", "plays", "skip_rate", "avg_watch_time_s"])
+    index = {v: i for i, v in enumerate(labels["video_id"].to_pylist())}
+    rows = np.array([index.get(v, -1) for v in weights["video_id"].to_pylist()])
+
+    def col(name: str) -> np.ndarray:
+        values = labels[name].to_numpy(zero_copy_only=False).astype(float)
+        return np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
+
+    lift = flywheel.flywheel_lift(
+        weights["sampling_weight"].to_numpy(),
+        col("skip_rate"),
+        col("avg_watch_time_s"),
+        col("plays"),
+        excluded=weights["excluded"].to_numpy(zero_copy_only=False),
+    )
+    return dg.Output(pa.Table.from_pylist([{"day": context.partition_key, **lift}]),
+                     metadata=lift)
+
+
+defs = dg.Definitions(assets=[quality_scores, flywheel_sampling_weights, flywheel_lift])

@@ -1,0 +1,104 @@
+"""The demo's closing report, read back from the lake like any other consumer would."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from vq_assets.core.evaluation import TASK_STEMS
+from vq_assets.core.features import FULL_MODEL
+from vq_assets.core.lake import Lake
+
+# What the production system vq is modelled on reported on its own data (BLIP embeddings only).
+REFERENCE_SPEARMAN = {
+    "skips": 0.755,
+    "avg_watch_time_s": 0.435,
+    "full_watches": 0.573,
+    "skip_rate": 0.282,
+}
+REFERENCE_CALIBRATION = 0.996
+
+
+def _latest(lake: Lake, asset: str) -> tuple[str, pa.Table] | None:
+    days = lake.list_days(lake.asset_dir(asset))
+    return (days[-1], lake.read_table(lake.asset_file(asset, days[-1]))) if days else None
+
+
+def _value(rows: list[dict], section: str, variant: str, metric: str) -> float:
+    for r in rows:
+        if (r["section"], r["variant"], r["metric"], r["slice"]) == (
+            section, variant, metric, "all"
+        ):
+            return r["value"]
+    return float("nan")
+
+
+def evaluation_tables(rows: list[dict]) -> str:
+    """The model against the reference, the baselines and the best achievable; the ablation."""
+    head = (
+        f"{'task (test Spearman)':<22}{'vq model':>10}{'reference':>11}{'creator mean':>14}"
+        f"{'LightGBM':>10}{'best achievable':>17}{'% of best':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for task, stem in TASK_STEMS.items():
+        model = _value(rows, "model", FULL_MODEL, f"val_{stem}_SpearmanCorr")
+        best = _value(rows, "best_achievable", "simulator_truth", f"{stem}_SpearmanCorr")
+        lines.append(
+            f"{task:<22}{model:>10.3f}{REFERENCE_SPEARMAN[task]:>11.3f}"
+            f"{_value(rows, 'baseline', 'creator_prior_mean', f'val_{stem}_SpearmanCorr'):>14.3f}"
+            f"{_value(rows, 'baseline', 'lightgbm', f'val_{stem}_SpearmanCorr'):>10.3f}"
+            f"{best:>17.3f}{100 * model / best if best > 0 else float('nan'):>10.0f}%"
+        )
+    cal = _value(rows, "model", FULL_MODEL, "val_p_item_skip_ctr_7d_calibration")
+    lines.append(f"skip-rate calibration: {cal:.3f} (reference {REFERENCE_CALIBRATION})")
+    lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in TASK_STEMS)]
+    variants = sorted({r["variant"] for r in rows if r["section"] == "ablation"},
+                      key=lambda v: list(("embeddings_only", "creator_only", "both",
+                                          FULL_MODEL)).index(v))
+    for v in variants:
+        vals = [_value(rows, "ablation", v, f"val_{s}_SpearmanCorr") for s in TASK_STEMS.values()]
+        lines.append(f"{v:<26}" + "".join(f"{x:>18.3f}" for x in vals))
+    return "\n".join(lines)
+
+
+def demo_report(lake: Lake, repo_root: Path) -> str:
+    out = ["", "=" * 100, "vq demo report", "=" * 100]
+    evaluation = _latest(lake, "model_evaluation")
+    if evaluation is None:
+        out.append("no model_evaluation yet: the replay did not reach a retraining week")
+        return "\n".join(out)
+    week, table = evaluation
+    rows = table.to_pylist()
+    out += [f"model v{rows[0]['model_version']} (week {week}), evaluated on its test days:", ""]
+    out.append(evaluation_tables(rows))
+    demo = _latest(lake, "model_evaluation_demo")
+    if demo is not None:
+        for which in ("most_skippable", "least_skippable"):
+            out += ["", f"the ten test videos predicted {which.replace('_', ' ')}:"]
+            for r in demo[1].to_pylist():
+                if r["list"] == which:
+                    true = "n/a" if r["skip_rate"] is None else f"{r['skip_rate']:.2f}"
+                    out.append(
+                        f"  {r['pred_skip_rate']:.2f} predicted / {true} true skip rate, "
+                        f"{r['plays']:>5} plays  {(r['caption'] or '(no caption)')[:60]}"
+                    )
+    lifts = [lake.read_table(lake.asset_file("flywheel_lift", d)).to_pylist()[0]
+             for d in lake.list_days(lake.asset_dir("flywheel_lift"))]
+    if lifts:
+        skip = np.nanmean([x["skip_rate_lift"] for x in lifts])
+        watch = np.nanmean([x["avg_watch_time_s_lift"] for x in lifts])
+        out += [
+            "",
+            f"flywheel lift over {len(lifts)} labelled days: sampling with the weights instead "
+            f"of uniformly changes the realised skip rate by {100 * skip:+.1f}% and the average "
+            f"watch time by {100 * watch:+.1f}%",
+        ]
+    out += [
+        "",
+        "where to look:",
+        "  Dagster UI:  make ui  ->  http://127.0.0.1:3000  (runs, asset graph, metadata, checks)",
+        f"  MLflow:      {repo_root}/.venv/bin/mlflow ui --backend-store-uri "
+        f"sqlite:///{repo_root}/.vq/mlflow/mlflow.db --port 5000",
+        f"  the lake:    {lake.root}/assets/<asset>/dt=YYYY-MM-DD/part-0.parquet",
+    ]
+    return "\n".join(out)
