@@ -45,8 +45,6 @@ WATCH_EVENTS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"videos": VIDEOS_SCHEMA, "watch_events": WATCH_EVENTS_SCHEMA}
-
 # ISO 639-1: the two-letter codes a `language` value may take.
 ISO_639_1 = frozenset(
     """aa ab ae af ak am an ar as av ay az ba be bg bi bm bn bo br bs ca ce ch co cr cs cu cv cy
@@ -90,6 +88,26 @@ EVENT_RULES: list[tuple[str, str]] = [
 ]
 
 
+@dataclass(frozen=True)
+class TableContract:
+    """One landing table: its schema, its row rules, and how duplicates are treated."""
+
+    name: str
+    schema: pa.Schema
+    rules: list[tuple[str, str]]
+    # Rows repeating this key within the day are quarantined (all but the first).
+    unique_key: str | None = None
+    # Rows equal in every column are dropped (all but the first) and counted.
+    drop_exact_duplicates: bool = False
+
+
+VIDEOS = TableContract("videos", VIDEOS_SCHEMA, VIDEO_RULES, unique_key="video_id")
+WATCH_EVENTS = TableContract(
+    "watch_events", WATCH_EVENTS_SCHEMA, EVENT_RULES, drop_exact_duplicates=True
+)
+CONTRACTS = {c.name: c for c in (VIDEOS, WATCH_EVENTS)}
+
+
 class ContractError(LakeError):
     """A landing day breaks the contract at file level; the message names the file or marker."""
 
@@ -107,7 +125,7 @@ class ValidatedDay:
         return self.rejects.num_rows / self.rows_read if self.rows_read else 0.0
 
 
-def _compatible(expected: pa.DataType, found: pa.DataType) -> bool:
+def compatible(expected: pa.DataType, found: pa.DataType) -> bool:
     if pa.types.is_timestamp(expected):
         return pa.types.is_timestamp(found)
     if pa.types.is_floating(expected):
@@ -119,16 +137,16 @@ def _compatible(expected: pa.DataType, found: pa.DataType) -> bool:
     return found == expected
 
 
-def check_files(lake: Lake, table: str, day: str) -> list[str]:
+def check_files(lake: Lake, contract: TableContract, day: str) -> list[str]:
     """The day's parquet files, after checking the marker, readability and column types."""
-    directory = lake.landing_dir(table, day)
-    if not lake.day_complete(table, day):
+    directory = lake.landing_dir(contract.name, day)
+    if not lake.day_complete(contract.name, day):
         raise ContractError(
-            f"{table} for {day} is not complete: marker {lake.uri(directory)}/{SUCCESS_MARKER} "
-            "is missing"
+            f"{contract.name} for {day} is not complete: marker "
+            f"{lake.uri(directory)}/{SUCCESS_MARKER} is missing"
         )
     files = lake.list_files(directory)
-    schema = SCHEMAS[table]
+    schema = contract.schema
     for f in files:
         try:
             with lake.fs.open_input_file(f) as handle:
@@ -138,7 +156,7 @@ def check_files(lake: Lake, table: str, day: str) -> list[str]:
         for fld in schema:
             if fld.name not in found.names:
                 raise ContractError(f"{lake.uri(f)}: required column '{fld.name}' is missing")
-            if not _compatible(fld.type, found.field(fld.name).type):
+            if not compatible(fld.type, found.field(fld.name).type):
                 raise ContractError(
                     f"{lake.uri(f)}: column '{fld.name}' has type "
                     f"{found.field(fld.name).type}, the contract says {fld.type}"
@@ -153,6 +171,7 @@ def _typed_select(schema: pa.Schema) -> str:
         pa.int64(): "BIGINT",
         pa.bool_(): "BOOLEAN",
         UTC_TS: "TIMESTAMPTZ",
+        pa.date32(): "DATE",
     }
     return ", ".join(f"CAST({f.name} AS {casts[f.type]}) AS {f.name}" for f in schema)
 
@@ -169,18 +188,18 @@ def _reason_sql(rules: list[tuple[str, str]], day: str, day_end: str) -> str:
 def validate_day(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
-    table: str,
+    contract: TableContract,
     day: str,
     *,
     seen_video_ids: str | None = None,
 ) -> ValidatedDay:
-    """Validate one landing day of `table` ('videos' or 'watch_events').
+    """Validate one landing day of a table against its contract.
 
     `seen_video_ids` is a DuckDB relation name holding `video_id` values already ingested on
     earlier days; a video id seen there is quarantined (ids are unique across all days).
     """
-    files = check_files(lake, table, day)
-    schema = SCHEMAS[table]
+    files = check_files(lake, contract, day)
+    schema = contract.schema
     day_end = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
     lake.register(con, "landing_src", files, schema, with_source=True)
     con.execute(
@@ -189,31 +208,31 @@ def validate_day(
     )
     rows_read = con.sql("SELECT count(*) FROM landing_typed").fetchall()[0][0]
     cols = ", ".join(schema.names)
-    iso = sorted(ISO_639_1)
-    if table == "videos":
-        reason = _reason_sql(VIDEO_RULES, day, day_end)
-        dup_pred = "row_number() OVER (PARTITION BY video_id ORDER BY source_file, source_row) > 1"
-        seen = f"video_id IN (SELECT video_id FROM {seen_video_ids})" if seen_video_ids else "false"
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE landing_checked AS "
-            f"SELECT *, concat_ws('; ', nullif({reason}, ''), "
-            f"CASE WHEN video_id IS NOT NULL AND {dup_pred} "
-            "THEN 'duplicate video_id within the day' END, "
-            f"CASE WHEN {seen} THEN 'video_id already ingested on an earlier day' END) AS reason "
-            "FROM landing_typed",
-            {"iso": iso},
+    source = "landing_typed"
+    if contract.drop_exact_duplicates:
+        source = (
+            f"(SELECT * EXCLUDE (dup_rank) FROM (SELECT *, row_number() OVER (PARTITION BY "
+            f"{cols} ORDER BY source_file, source_row) AS dup_rank FROM landing_typed) "
+            "WHERE dup_rank = 1)"
         )
-        duplicates = 0
-    else:
-        reason = _reason_sql(EVENT_RULES, day, day_end)
-        # Exact duplicates (every contract column equal) are dropped, keeping one copy.
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE landing_checked AS "
-            f"SELECT * EXCLUDE (dup_rank), {reason} AS reason FROM ("
-            f"SELECT *, row_number() OVER (PARTITION BY {cols} ORDER BY source_file, source_row)"
-            " AS dup_rank FROM landing_typed) WHERE dup_rank = 1"
+    checks = [f"nullif({_reason_sql(contract.rules, day, day_end)}, '')"]
+    if contract.unique_key:
+        key = contract.unique_key
+        checks.append(
+            f"CASE WHEN {key} IS NOT NULL AND row_number() OVER (PARTITION BY {key} "
+            f"ORDER BY source_file, source_row) > 1 THEN 'duplicate {key} within the day' END"
         )
-        duplicates = rows_read - con.sql("SELECT count(*) FROM landing_checked").fetchall()[0][0]
+    if seen_video_ids:
+        checks.append(
+            f"CASE WHEN video_id IN (SELECT video_id FROM {seen_video_ids}) "
+            "THEN 'video_id already ingested on an earlier day' END"
+        )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE landing_checked AS "
+        f"SELECT *, concat_ws('; ', {', '.join(checks)}) AS reason FROM {source}",
+        {"iso": sorted(ISO_639_1)} if "$iso" in checks[0] else None,
+    )
+    kept = con.sql("SELECT count(*) FROM landing_checked").fetchall()[0][0]
     valid = con.sql(
         f"SELECT {cols} FROM landing_checked WHERE reason = '' ORDER BY source_file, source_row"
     ).to_arrow_table()
@@ -228,5 +247,5 @@ def validate_day(
         rejects=rejects,
         files=[lake.uri(f) for f in files],
         rows_read=rows_read,
-        duplicates_dropped=duplicates,
+        duplicates_dropped=rows_read - kept,
     )

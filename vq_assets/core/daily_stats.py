@@ -16,17 +16,10 @@ import datetime as dt
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from vq_assets.core.contract import (
-    ContractError,
-    ValidatedDay,
-    _compatible,
-    _reason_sql,
-    _typed_select,
-)
+from vq_assets.core.contract import TableContract, ValidatedDay, validate_day
 from vq_assets.core.labels import LABELS_SCHEMA, SKIP_SECONDS, WINDOW_DAYS
-from vq_assets.core.lake import SUCCESS_MARKER, Lake
+from vq_assets.core.lake import Lake
 
 TABLE = "video_daily_stats"
 
@@ -58,74 +51,16 @@ DAILY_STATS_RULES: list[tuple[str, str]] = [
 ]
 
 
-def _check_files(lake: Lake, day: str) -> list[str]:
-    """Like contract.check_files, for this table's schema: marker, readability, column types."""
-    directory = lake.landing_dir(TABLE, day)
-    if not lake.day_complete(TABLE, day):
-        raise ContractError(
-            f"{TABLE} for {day} is not complete: marker {lake.uri(directory)}/{SUCCESS_MARKER} "
-            "is missing"
-        )
-    files = lake.list_files(directory)
-    for f in files:
-        try:
-            with lake.fs.open_input_file(f) as handle:
-                found = pq.read_schema(handle)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ContractError(f"cannot read {lake.uri(f)}: {e}") from e
-        for fld in DAILY_STATS_SCHEMA:
-            if fld.name not in found.names:
-                raise ContractError(f"{lake.uri(f)}: required column '{fld.name}' is missing")
-            if not _compatible(fld.type, found.field(fld.name).type):
-                raise ContractError(
-                    f"{lake.uri(f)}: column '{fld.name}' has type "
-                    f"{found.field(fld.name).type}, the contract says {fld.type}"
-                )
-    return files
+DAILY_STATS = TableContract(TABLE, DAILY_STATS_SCHEMA, DAILY_STATS_RULES, unique_key="video_id")
 
 
 def validate_daily_stats_day(con: duckdb.DuckDBPyConnection, lake: Lake, day: str) -> ValidatedDay:
-    """Validate one landing day of `video_daily_stats`, like contract.validate_day.
+    """Validate one landing day of `video_daily_stats` against its contract.
 
     A (video_id, day) pair appears once: later copies are quarantined as duplicates, since
     summing them would count the same plays twice.
     """
-    files = _check_files(lake, day)
-    day_end = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
-    lake.register(con, "landing_src", files, DAILY_STATS_SCHEMA, with_source=True)
-    # contract._typed_select has no DATE cast: cast `day` here, the other columns there.
-    others = pa.schema([f for f in DAILY_STATS_SCHEMA if f.name != "day"])
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE landing_typed AS "
-        f"SELECT {_typed_select(others)}, CAST(day AS DATE) AS day, source_file, source_row "
-        "FROM landing_src"
-    )
-    rows_read = con.sql("SELECT count(*) FROM landing_typed").fetchall()[0][0]
-    reason = _reason_sql(DAILY_STATS_RULES, day, day_end)
-    dup = "row_number() OVER (PARTITION BY video_id ORDER BY source_file, source_row) > 1"
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE landing_checked AS "
-        f"SELECT *, concat_ws('; ', nullif({reason}, ''), "
-        f"CASE WHEN video_id IS NOT NULL AND {dup} THEN 'duplicate video_id within the day' END)"
-        " AS reason FROM landing_typed"
-    )
-    cols = ", ".join(DAILY_STATS_SCHEMA.names)
-    valid = con.sql(
-        f"SELECT {cols} FROM landing_checked WHERE reason = '' ORDER BY source_file, source_row"
-    ).to_arrow_table()
-    rejects = con.sql(
-        f"SELECT {cols}, reason, source_file, source_row FROM landing_checked "
-        "WHERE reason <> '' ORDER BY source_file, source_row"
-    ).to_arrow_table()
-    for name in ("landing_typed", "landing_checked"):
-        con.execute(f"DROP TABLE {name}")
-    con.execute("DROP VIEW IF EXISTS landing_src")
-    return ValidatedDay(
-        valid=valid.cast(DAILY_STATS_SCHEMA),
-        rejects=rejects,
-        files=[lake.uri(f) for f in files],
-        rows_read=rows_read,
-    )
+    return validate_day(con, lake, DAILY_STATS, day)
 
 
 def daily_stats_from_events(con: duckdb.DuckDBPyConnection) -> pa.Table:

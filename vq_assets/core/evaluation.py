@@ -110,10 +110,15 @@ def _flat(data: QualityDataset, groups: tuple[str, ...]) -> tuple[np.ndarray, li
 
 
 def gbdt_baseline(
-    data: QualityDataset, split: np.ndarray, seed: int = 0, rounds: int = 400
+    data: QualityDataset,
+    split: np.ndarray,
+    seed: int = 0,
+    rounds: int = 400,
+    groups: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """LightGBM per task on the full model's features; early stopping on validation days."""
-    x, cats = _flat(data, groups_for(FULL_MODEL, data))
+    """LightGBM per task on the model's features (default: the full model's groups); early
+    stopping on the validation rows."""
+    x, cats = _flat(data, groups or groups_for(FULL_MODEL, data))
     tr, va = split == "train", split == "validation"
     preds = {}
     for task in TASKS:

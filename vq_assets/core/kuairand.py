@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA, _compatible
+from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA, compatible
 from vq_assets.core.labels import LABELS_SCHEMA
 from vq_assets.core.lake import Lake
 from vq_assets.core.sql import connect
@@ -44,7 +44,7 @@ STATS_TABLE = "video_stats_month"
 STATS_WINDOW = "about one month after upload, not 7 days"
 
 # Columns read from each source, with the type they must have (integer and float columns may
-# come as any integer / floating width; see contract._compatible).
+# come as any integer / floating width; see contract.compatible).
 CSV_COLUMNS = {
     "video_id": pa.int64(),
     "author_id": pa.int64(),
@@ -137,7 +137,7 @@ def _check_schema(path: Path, found: pa.Schema, expected: dict[str, pa.DataType]
     for name, typ in expected.items():
         if name not in found.names:
             raise _fail(path, name, "is missing")
-        if not _compatible(typ, found.field(name).type):
+        if not compatible(typ, found.field(name).type):
             raise _fail(path, name, f"has type {found.field(name).type}, expected {typ}")
 
 

@@ -74,74 +74,84 @@ def _frame_time(frame: av.VideoFrame, index: int, rate: Fraction | None) -> floa
     return index / float(rate) if rate else float(index)
 
 
-def _duration_s(data: Source) -> tuple[float, float] | None:
-    """(start, duration) in seconds of the first video stream, from headers or a packet scan."""
-    with _open(data) as container:
-        stream = _video_stream(container)
-        tb = stream.time_base
-        start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
-        if stream.duration and tb:
-            return start, float(stream.duration * tb)
-        if container.duration:
-            return start, container.duration / av.time_base
-        # No duration in the headers (e.g. some streamed mp4/webm): demuxing without decoding
-        # is cheap and gives the last presentation time.
-        end = None
-        for packet in container.demux(stream):
-            if packet.pts is not None and tb:
-                t = float((packet.pts + (packet.duration or 0)) * tb)
-                end = t if end is None else max(end, t)
-        return (start, end - start) if end is not None and end > start else None
+def _start_s(stream: av.VideoStream) -> float:
+    tb = stream.time_base
+    return float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
 
 
-def _pick_sequential(data: Source, targets: np.ndarray | None, k: int) -> list[av.VideoFrame]:
+def _header_timing(container: av.container.InputContainer) -> tuple[float, float] | None:
+    """(start, duration) in seconds of the first video stream, if the headers say."""
+    stream = _video_stream(container)
+    if stream.duration and stream.time_base:
+        return _start_s(stream), float(stream.duration * stream.time_base)
+    if container.duration:
+        return _start_s(stream), container.duration / av.time_base
+    return None
+
+
+def _scanned_timing(container: av.container.InputContainer) -> tuple[float, float] | None:
+    """(start, duration) from the packets' timestamps: demuxing without decoding is cheap."""
+    stream = _video_stream(container)
+    tb = stream.time_base
+    end = None
+    for packet in container.demux(stream):
+        if packet.pts is not None and tb:
+            t = float((packet.pts + (packet.duration or 0)) * tb)
+            end = t if end is None else max(end, t)
+    start = _start_s(stream)
+    return (start, end - start) if end is not None and end > start else None
+
+
+def _pick_sequential(
+    container: av.container.InputContainer, targets: np.ndarray | None, k: int
+) -> list[av.VideoFrame]:
     """Decode front to back; for each target time keep the frame on screen then (the last one
     starting at or before it).
 
-    Without targets (unknown duration) every frame is kept and K are spread by index.
+    Without targets (unknown duration) every frame is kept and K picked by index instead.
     """
     picked: list[av.VideoFrame] = []
     kept: list[av.VideoFrame] = []
     prev: av.VideoFrame | None = None
-    with _open(data) as container:
-        stream = _video_stream(container)
-        rate = stream.average_rate
-        j = 0
-        for i, frame in enumerate(container.decode(stream)):
-            if targets is None:
-                kept.append(frame)
-                continue
-            t = _frame_time(frame, i, rate)
-            while j < len(targets) and t > targets[j]:
-                picked.append(prev if prev is not None else frame)
-                j += 1
-            if j == len(targets):
-                break
-            prev = frame
+    stream = _video_stream(container)
+    rate = stream.average_rate
+    j = 0
+    for i, frame in enumerate(container.decode(stream)):
+        if targets is None:
+            kept.append(frame)
+            continue
+        t = _frame_time(frame, i, rate)
+        while j < len(targets) and t > targets[j]:
+            picked.append(prev if prev is not None else frame)
+            j += 1
+        if j == len(targets):
+            break
+        prev = frame
     if targets is None:
         if kept:
-            idx = np.unique(np.linspace(0, len(kept) - 1, num=k).round().astype(int))
+            idx = np.unique(((np.arange(k) + 0.5) * len(kept) / k).astype(int))  # centres
             picked = [kept[i] for i in idx]
     elif prev is not None:
         picked.extend([prev] * (len(targets) - len(picked)))  # targets past the last frame
     return picked
 
 
-def _pick_seeking(data: Source, targets: np.ndarray) -> list[av.VideoFrame]:
+def _pick_seeking(
+    container: av.container.InputContainer, targets: np.ndarray
+) -> list[av.VideoFrame]:
     """Seek to the keyframe before each target, then decode to the frame on screen at it."""
     picked: list[av.VideoFrame] = []
-    with _open(data) as container:
-        stream = _video_stream(container)
-        for target in targets:
-            container.seek(int(target / stream.time_base), stream=stream, backward=True)
-            chosen: av.VideoFrame | None = None
-            for frame in container.decode(stream):
-                # without timestamps the keyframe seeked to is the best estimate
-                if chosen is not None and (frame.time is None or frame.time > target):
-                    break
-                chosen = frame
-            if chosen is not None:
-                picked.append(chosen)
+    stream = _video_stream(container)
+    for target in targets:
+        container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        chosen: av.VideoFrame | None = None
+        for frame in container.decode(stream):
+            # without timestamps the keyframe seeked to is the best estimate
+            if chosen is not None and (frame.time is None or frame.time > target):
+                break
+            chosen = frame
+        if chosen is not None:
+            picked.append(chosen)
     return picked
 
 
@@ -161,16 +171,34 @@ def sample_frames(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    timing = _duration_s(data)
+    with _open(data) as container:
+        timing = _header_timing(container)
+        if timing is not None:
+            return _sample(container, timing, k, size, seek_min_s)
+    # No duration in the headers (raw streams, some live recordings): scan the packets, then
+    # decode afresh (not every input can seek back).
+    with _open(data) as container:
+        timing = _scanned_timing(container)
+    with _open(data) as container:
+        return _sample(container, timing, k, size, seek_min_s)
+
+
+def _sample(
+    container: av.container.InputContainer,
+    timing: tuple[float, float] | None,
+    k: int,
+    size: int | tuple[int, int] | None,
+    seek_min_s: float,
+) -> np.ndarray:
     if timing is None:
-        frames = _pick_sequential(data, None, k)
+        frames = _pick_sequential(container, None, k)
     else:
         start, duration = timing
         targets = start + (np.arange(k) + 0.5) * duration / k
         if duration >= seek_min_s:
-            frames = _pick_seeking(data, targets)
+            frames = _pick_seeking(container, targets)
         else:
-            frames = _pick_sequential(data, targets, k)
+            frames = _pick_sequential(container, targets, k)
     unique: dict[int, av.VideoFrame] = {}
     for frame in frames:  # two targets can land on one frame; keep it once, in order
         unique.setdefault(frame.pts if frame.pts is not None else id(frame), frame)

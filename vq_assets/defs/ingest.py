@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from vq_assets.core.contract import ValidatedDay, validate_day
+from vq_assets.core.contract import VIDEOS, WATCH_EVENTS, ValidatedDay, validate_day
 from vq_assets.partitions import daily
 from vq_assets.resources import DuckDBResource, LakeResource
 
@@ -76,7 +76,7 @@ def raw_videos(
             [lk.asset_file("raw_videos", d) for d in earlier],
             pa.schema([("video_id", pa.string())]),
         )
-        result = validate_day(con, lk, "videos", day, seen_video_ids="seen_videos")
+        result = validate_day(con, lk, VIDEOS, day, seen_video_ids="seen_videos")
     yield from _publish(lake, "videos", day, result, config)
 
 
@@ -96,7 +96,7 @@ def watch_events(
     """View events of the day, validated; exact duplicates dropped, keeping one copy."""
     lk, day = lake.get_lake(), context.partition_key
     with duckdb.connect() as con:
-        result = validate_day(con, lk, "watch_events", day)
+        result = validate_day(con, lk, WATCH_EVENTS, day)
     yield from _publish(lake, "watch_events", day, result, config)
 
 

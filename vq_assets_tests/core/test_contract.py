@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vq_assets.core.contract import ContractError, validate_day
+from vq_assets.core.contract import CONTRACTS, ContractError, validate_day
 from vq_assets.core.lake import Lake
 from vq_assets.core.sql import connect
 from vq_assets_tests.landing import event, ts, video, write_day
@@ -18,7 +18,7 @@ def _validate(tmp_path, table, rows, **kw):
         if "seen" in kw:
             con.register("seen", pa.table({"video_id": kw.pop("seen")}))
             kw["seen_video_ids"] = "seen"
-        return validate_day(con, Lake.local(tmp_path), table, DAY, **kw)
+        return validate_day(con, Lake.local(tmp_path), CONTRACTS[table], DAY, **kw)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_exact_duplicate_events_dropped_once(tmp_path):
 def test_missing_marker_names_it(tmp_path):
     write_day(tmp_path, "videos", DAY, [video("v1", ts(DAY, 1))], marker=False)
     with connect() as con, pytest.raises(ContractError, match=r"dt=2026-01-05/_SUCCESS"):
-        validate_day(con, Lake.local(tmp_path), "videos", DAY)
+        validate_day(con, Lake.local(tmp_path), CONTRACTS["videos"], DAY)
 
 
 def test_unreadable_file_fails_the_day_naming_it(tmp_path):
@@ -118,7 +118,7 @@ def test_unreadable_file_fails_the_day_naming_it(tmp_path):
     broken = tmp_path / "landing" / "videos" / f"dt={DAY}" / "part-00001.parquet"
     broken.write_bytes(b"PAR1 this is not parquet")
     with connect() as con, pytest.raises(ContractError, match="part-00001.parquet"):
-        validate_day(con, Lake.local(tmp_path), "videos", DAY)
+        validate_day(con, Lake.local(tmp_path), CONTRACTS["videos"], DAY)
 
 
 def test_missing_or_mistyped_column_names_file_and_column(tmp_path):
@@ -126,11 +126,11 @@ def test_missing_or_mistyped_column_names_file_and_column(tmp_path):
     table = pq.read_table(path)
     pq.write_table(table.drop(["duration_s"]), path)
     with connect() as con, pytest.raises(ContractError, match="'duration_s' is missing"):
-        validate_day(con, Lake.local(tmp_path), "videos", DAY)
+        validate_day(con, Lake.local(tmp_path), CONTRACTS["videos"], DAY)
     idx = table.schema.get_field_index("duration_s")
     pq.write_table(table.set_column(idx, "duration_s", pa.array(["ten"])), path)
     with connect() as con, pytest.raises(ContractError, match="'duration_s' has type string"):
-        validate_day(con, Lake.local(tmp_path), "videos", DAY)
+        validate_day(con, Lake.local(tmp_path), CONTRACTS["videos"], DAY)
 
 
 def test_rows_from_several_files_are_all_read(tmp_path):

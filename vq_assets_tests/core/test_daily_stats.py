@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vq_assets.core import daily_stats as core
-from vq_assets.core.contract import ContractError, validate_day
+from vq_assets.core.contract import VIDEOS, WATCH_EVENTS, ContractError, validate_day
 from vq_assets.core.labels import LABELS_SCHEMA, shift
 from vq_assets.core.lake import Lake
 from vq_assets.core.sql import connect
@@ -104,11 +104,11 @@ def test_daily_stats_labels_equal_calendar_recomputation_and_differ_from_exact(t
     lake = Lake.local(tmp_path)
     with connect() as con:
         # The landing days, read back through the contract as the ingest assets do.
-        landed_videos = {d: validate_day(con, lake, "videos", d).valid for d in DAYS}
+        landed_videos = {d: validate_day(con, lake, VIDEOS, d).valid for d in DAYS}
         con.register("videos", pa.concat_tables(landed_videos.values()))
         con.register(
             "events",
-            pa.concat_tables(validate_day(con, lake, "watch_events", d).valid for d in DAYS),
+            pa.concat_tables(validate_day(con, lake, WATCH_EVENTS, d).valid for d in DAYS),
         )
         stats_days = core.write_daily_stats(lake, core.daily_stats_from_events(con))
         assert set(stats_days) <= set(DAYS)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vq_assets.core import kuairand as kr
-from vq_assets.core.contract import validate_day
+from vq_assets.core.contract import VIDEOS, WATCH_EVENTS, validate_day
 from vq_assets.core.lake import Lake
 from vq_assets.core.sql import connect
 
@@ -103,7 +103,7 @@ def test_videos_map_to_the_contract(imported):
     # Through the contract: only the videos without a duration are quarantined.
     with connect() as con:
         rejects = pa.concat_tables(
-            validate_day(con, lake, "videos", d).rejects for d in summary.video_days
+            validate_day(con, lake, VIDEOS, d).rejects for d in summary.video_days
         )
     assert set(rejects.column("video_id").to_pylist()) == no_duration
     assert set(rejects.column("reason").to_pylist()) == {"duration_s is not > 0"}
@@ -153,7 +153,7 @@ def test_events_keep_plays_with_utc_timestamps_and_seconds(imported):
     assert sorted(got_rows) == want
     assert len(set(want)) == len(want) - summary.duplicate_events
     with connect() as con:
-        checked = [validate_day(con, lake, "watch_events", d) for d in summary.event_days]
+        checked = [validate_day(con, lake, WATCH_EVENTS, d) for d in summary.event_days]
     assert sum(c.rejects.num_rows for c in checked) == 0
     assert sum(c.duplicates_dropped for c in checked) == summary.duplicate_events
 

@@ -90,6 +90,21 @@ def test_seek_path_matches_sequential_path(tmp_path: Path) -> None:
     np.testing.assert_array_equal(seeking, sequential)
 
 
+def test_stream_without_duration_or_timestamps(tmp_path: Path) -> None:
+    if _codec() != "libx264":
+        pytest.skip("needs an H.264 encoder")
+    path = tmp_path / "raw.h264"  # an elementary stream: no container, no duration, no pts
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(10):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert frame_index(sample_frames(path.read_bytes(), k=4, size=16)) == [1, 3, 6, 8]
+
+
 def test_fewer_frames_than_k_returns_each_frame_once(tmp_path: Path) -> None:
     frames = sample_frames(write_video(tmp_path / "short.mp4", n=3), k=8, size=16)
     assert frame_index(frames) == [0, 1, 2]
