@@ -96,6 +96,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert a public data set into the landing zone (today: KuaiRand-Pure)."""
+    import dataclasses
+
+    from vq_assets.core.kuairand import import_kuairand
+
+    summary = import_kuairand(Path(args.path), _lake(args.lake))
+    for key, value in dataclasses.asdict(summary).items():
+        print(f"{key:>26}: {value}")
+    print(f"set VQ_START_DATE={summary.video_days[0]} to run the chain on it")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the Dagster UI on 127.0.0.1 with the local instance (DAGSTER_HOME = repo root)."""
     env = dict(os.environ)
@@ -135,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos-per-day", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("import", help="convert a public data set into the landing zone")
+    p.add_argument("source", choices=["kuairand"])
+    p.add_argument("path", help="the data set's folder, e.g. ../shared/data/kuairand_pure")
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=3000)

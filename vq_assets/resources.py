@@ -109,6 +109,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
         else:
             days, paths = (), [lake.asset_file(name)]
         missing = [p for p in paths if not lake.exists(p)]
+        if missing and (context.definition_metadata or {}).get("allow_missing"):
+            # The asset decides (e.g. labels from daily stats need no event partials).
+            kept = [(d, p) for d, p in zip(days, paths, strict=True) if p not in missing]
+            return PartitionFiles(lake, name, tuple(d for d, _ in kept), tuple(p for _, p in kept))
         if missing:
             shown = ", ".join(lake.uri(p) for p in missing[:5])
             raise LakeError(

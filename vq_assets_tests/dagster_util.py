@@ -6,12 +6,17 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from vq_assets.definitions import defs
-from vq_assets.resources import DuckDBResource, LakeIOManager, LakeResource
+from vq_assets.resources import LakeIOManager, LakeResource, resources_for_deployment
 
 
 def resources(lake_root: str | Path, s3: S3Resource | None = None) -> dict[str, object]:
+    """The local deployment's resources (VQ_HOME is a temp dir under tests) on `lake_root`."""
     lake = LakeResource(root=str(lake_root), s3=s3 or S3Resource())
-    return {"lake": lake, "lake_io": LakeIOManager(lake=lake), "duckdb": DuckDBResource()}
+    return {
+        **resources_for_deployment("local"),
+        "lake": lake,
+        "lake_io": LakeIOManager(lake=lake),
+    }
 
 
 def materialize_days(

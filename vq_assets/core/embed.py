@@ -81,12 +81,17 @@ def _decoded(
         pickle.dumps(read_bytes)
     except Exception as e:
         raise TypeError(
-            "read_bytes must be picklable to run in decode workers (a module-level function or "
-            "functools.partial over a picklable filesystem); or pass workers=0"
+            "read_bytes must be picklable to run in decode workers (a function defined in an "
+            "importable module, not __main__, or a functools.partial over a picklable "
+            "filesystem); or pass workers=0"
         ) from e
-    # spawn: the parent holds torch thread pools (and, under Dagster, other threads) that a
-    # forked child would inherit in an undefined state; workers import only media.py.
-    ctx = mp.get_context("spawn")
+    # Not fork: the parent holds torch thread pools (and, under Dagster, other threads) that a
+    # forked child would inherit in an undefined state. A fork server preloading media.py
+    # forks workers from a clean single-threaded process that already has PyAV/PIL imported.
+    # Like spawn, each worker still re-runs the caller's __main__ imports (so scripts need the
+    # `if __name__ == "__main__"` guard, and keep heavy imports out of their top level).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["vq_assets.core.media"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: deque[Future[list[MediaResult]]] = deque()
         todo = iter(chunks)
@@ -181,7 +186,7 @@ def embed_videos(
     image = np.zeros((n, encoder.image_dim), np.float32)
     text = np.zeros((n, encoder.text_dim), np.float32)
     has_image = np.zeros(n, bool)
-    media: list[MediaResult] = []
+    media: list[tuple[str | None, str, str | None]] = []  # no frames kept: memory stays flat
     start = time.perf_counter()
     next_report = progress_every
 
@@ -199,7 +204,7 @@ def embed_videos(
         for lo in range(0, n, batch_videos):
             hi = min(n, lo + batch_videos)
             batch = [next(decoded) for _ in range(lo, hi)]
-            media.extend(batch)
+            media.extend((m.source, m.status, m.error) for m in batch)
             with_pixels = [i for i, m in enumerate(batch) if m.frames is not None]
             if with_pixels:
                 rows = np.asarray(with_pixels) + lo
@@ -219,7 +224,7 @@ def _table(
     text: np.ndarray,
     has_image: np.ndarray,
     has_text: np.ndarray,
-    media: Sequence[MediaResult],
+    media: Sequence[tuple[str | None, str, str | None]],
     encoder: VideoEncoder,
 ) -> pa.Table:
     n = len(ids)
@@ -230,9 +235,9 @@ def _table(
             _vectors(text, encoder.text_dim),
             pa.array(has_image, pa.bool_()),
             pa.array(has_text, pa.bool_()),
-            pa.array([m.source for m in media], pa.string()),
-            pa.array([m.status for m in media], pa.string()),
-            pa.array([m.error for m in media], pa.string()),
+            pa.array([m[0] for m in media], pa.string()),
+            pa.array([m[1] for m in media], pa.string()),
+            pa.array([m[2] for m in media], pa.string()),
             pa.array([encoder.ident] * n, pa.string()),
             pa.array([encoder.placeholder] * n, pa.bool_()),
         ],

@@ -200,8 +200,9 @@ def slice_rows(
 
 
 def best_achievable(truth: pa.Table, video_ids: list[str], test: QualityDataset) -> dict:
-    """Spearman of the simulator's expected labels (the hidden appeal and exposure) against the
-    realised ones: what a predictor that knew the latent truth would reach."""
+    """Spearman of the simulator's expected labels against the realised ones: what a predictor
+    that knew each video's hidden appeal (and everything known at creation) would reach. The
+    luck of distribution (the exposure draw) stays unknown to it, as to any real predictor."""
     index = {v: i for i, v in enumerate(truth.column("video_id").to_pylist())}
     rows = np.array([index.get(v, -1) for v in video_ids])
     if (rows < 0).any():
@@ -210,7 +211,7 @@ def best_achievable(truth: pa.Table, video_ids: list[str], test: QualityDataset)
     def col(name: str) -> np.ndarray:
         return truth.column(name).to_numpy(zero_copy_only=False).astype(float)[rows]
 
-    plays_7d = col("expected_plays_7d")
+    plays_7d = col("expected_plays_7d_at_creation")
     oracle = {
         "skips": plays_7d * col("expected_skip_rate"),
         "avg_watch_time_s": col("expected_avg_watch_time_s"),

@@ -89,49 +89,43 @@ def _header_timing(container: av.container.InputContainer) -> tuple[float, float
     return None
 
 
-def _scanned_timing(container: av.container.InputContainer) -> tuple[float, float] | None:
-    """(start, duration) from the packets' timestamps: demuxing without decoding is cheap."""
+def _scan(container: av.container.InputContainer) -> tuple[tuple[float, float] | None, int]:
+    """((start, duration) or None, packet count) from demuxing alone, which is cheap."""
     stream = _video_stream(container)
     tb = stream.time_base
     end = None
+    count = 0
     for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's end-of-stream flush packet
+            continue
+        count += 1
         if packet.pts is not None and tb:
             t = float((packet.pts + (packet.duration or 0)) * tb)
             end = t if end is None else max(end, t)
     start = _start_s(stream)
-    return (start, end - start) if end is not None and end > start else None
+    return ((start, end - start) if end is not None and end > start else None), count
 
 
 def _pick_sequential(
-    container: av.container.InputContainer, targets: np.ndarray | None, k: int
+    container: av.container.InputContainer, targets: np.ndarray, by_index: bool = False
 ) -> list[av.VideoFrame]:
-    """Decode front to back; for each target time keep the frame on screen then (the last one
-    starting at or before it).
-
-    Without targets (unknown duration) every frame is kept and K picked by index instead.
+    """Decode front to back; for each target keep the frame on screen then (the last one
+    starting at or before it). Targets are times in seconds, or frame positions `by_index`.
     """
     picked: list[av.VideoFrame] = []
-    kept: list[av.VideoFrame] = []
     prev: av.VideoFrame | None = None
     stream = _video_stream(container)
     rate = stream.average_rate
     j = 0
     for i, frame in enumerate(container.decode(stream)):
-        if targets is None:
-            kept.append(frame)
-            continue
-        t = _frame_time(frame, i, rate)
+        t = i if by_index else _frame_time(frame, i, rate)
         while j < len(targets) and t > targets[j]:
             picked.append(prev if prev is not None else frame)
             j += 1
         if j == len(targets):
             break
         prev = frame
-    if targets is None:
-        if kept:
-            idx = np.unique(((np.arange(k) + 0.5) * len(kept) / k).astype(int))  # centres
-            picked = [kept[i] for i in idx]
-    elif prev is not None:
+    if prev is not None:
         picked.extend([prev] * (len(targets) - len(picked)))  # targets past the last frame
     return picked
 
@@ -174,31 +168,31 @@ def sample_frames(
     with _open(data) as container:
         timing = _header_timing(container)
         if timing is not None:
-            return _sample(container, timing, k, size, seek_min_s)
-    # No duration in the headers (raw streams, some live recordings): scan the packets, then
-    # decode afresh (not every input can seek back).
-    with _open(data) as container:
-        timing = _scanned_timing(container)
-    with _open(data) as container:
-        return _sample(container, timing, k, size, seek_min_s)
+            return _to_array(_pick(container, timing, 0, k, seek_min_s), size)
+        # No duration in the headers (raw streams, some live recordings): scan the packets,
+        timing, count = _scan(container)
+    with _open(data) as container:  # then decode afresh (not every input can seek back)
+        return _to_array(_pick(container, timing, count, k, seek_min_s), size)
 
 
-def _sample(
+def _pick(
     container: av.container.InputContainer,
     timing: tuple[float, float] | None,
+    count: int,
     k: int,
-    size: int | tuple[int, int] | None,
     seek_min_s: float,
-) -> np.ndarray:
-    if timing is None:
-        frames = _pick_sequential(container, None, k)
-    else:
-        start, duration = timing
-        targets = start + (np.arange(k) + 0.5) * duration / k
-        if duration >= seek_min_s:
-            frames = _pick_seeking(container, targets)
-        else:
-            frames = _pick_sequential(container, targets, k)
+) -> list[av.VideoFrame]:
+    centres = (np.arange(k) + 0.5) / k  # of K equal segments, as fractions of the clip
+    if timing is None:  # no timestamps at all: spread over frame positions instead
+        return _pick_sequential(container, centres * count, by_index=True)
+    start, duration = timing
+    targets = start + centres * duration
+    if duration >= seek_min_s:
+        return _pick_seeking(container, targets)
+    return _pick_sequential(container, targets)
+
+
+def _to_array(frames: list[av.VideoFrame], size: int | tuple[int, int] | None) -> np.ndarray:
     unique: dict[int, av.VideoFrame] = {}
     for frame in frames:  # two targets can land on one frame; keep it once, in order
         unique.setdefault(frame.pts if frame.pts is not None else id(frame), frame)

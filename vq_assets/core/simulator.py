@@ -82,6 +82,8 @@ TRUTH_SCHEMA = pa.schema(
         ("appeal", pa.float64()),
         ("expected_plays", pa.float64()),  # lifetime (TAIL_DAYS)
         ("expected_plays_7d", pa.float64()),
+        # Expected 7-day plays without the distribution-luck draw: what creation time allows.
+        ("expected_plays_7d_at_creation", pa.float64()),
         ("expected_skip_rate", pa.float64()),  # per play; constant over the video's life
         ("expected_full_watch_rate", pa.float64()),
         ("expected_avg_watch_time_s", pa.float64()),
@@ -284,6 +286,7 @@ class _DayVideos:
     hook: FloatArray
     appeal: FloatArray
     exposure: FloatArray
+    exposure_prior: FloatArray  # without the luck of distribution
     fast_days: FloatArray
     tail: FloatArray
     p_skip: FloatArray
@@ -395,13 +398,13 @@ def _make_day(
     followers = np.round(np.exp(log_followers)).astype(np.int64)
     followers_null = rng.random(n) < 0.03
     z_followers = (creators.log_followers0[creator] - LOG_FOLLOWERS_MU) / LOG_FOLLOWERS_SD
-    log_exposure = (
-        EXPO_FOLLOWERS * z_followers
-        + EXPO_APPEAL * appeal
-        + LANGUAGE_EXPOSURE[language]
-        + EXPO_NOISE * rng.standard_normal(n)
+    log_exposure_prior = (
+        EXPO_FOLLOWERS * z_followers + EXPO_APPEAL * appeal + LANGUAGE_EXPOSURE[language]
     )
+    # The noise is distribution luck (virality): unknowable when the video is created.
+    log_exposure = log_exposure_prior + EXPO_NOISE * rng.standard_normal(n)
     exposure = mean_plays * np.exp(log_exposure - _EXPO_SHIFT)
+    exposure_prior = mean_plays * np.exp(log_exposure_prior - _EXPO_SHIFT)
 
     caption = _captions(rng, topic, language, hook)
     stamp = (origin + dt.timedelta(days=day)).strftime("%Y%m%d")
@@ -422,6 +425,7 @@ def _make_day(
         hook=hook,
         appeal=appeal,
         exposure=exposure,
+        exposure_prior=exposure_prior,
         fast_days=FAST_DAYS * np.exp(0.25 * rng.standard_normal(n)),
         tail=TOPIC_TAIL[topic],
         # Skips fall with appeal and rise with length; full watches favour short, appealing videos.
@@ -481,6 +485,7 @@ def _truth_table(v: _DayVideos, creators: _Creators, creator_ids: pa.Array) -> p
             pa.array(v.appeal),
             pa.array(v.exposure * lifetime),
             pa.array(plays_7d),
+            pa.array(v.exposure_prior * _kernel_cdf(np.full(len(v), 7.0), v.fast_days, v.tail)),
             pa.array(p_skip),
             pa.array((1 - p_skip) * p_full),
             pa.array(watch),

@@ -1,7 +1,9 @@
 """Labels: per-event-day partials, exact 7-day labels, point-in-time creator features."""
 
 import dagster as dg
+import pyarrow as pa
 
+from vq_assets.core import daily_stats
 from vq_assets.core import labels as core
 from vq_assets.core.contract import VIDEOS_SCHEMA
 from vq_assets.core.labels import LABELS_SCHEMA
@@ -14,7 +16,7 @@ from vq_assets.partitions import (
     daily,
     label_days,
 )
-from vq_assets.resources import DuckDBResource
+from vq_assets.resources import DuckDBResource, LakeResource
 
 
 @dg.asset(
@@ -49,12 +51,23 @@ def video_watch_daily(
     )
 
 
+class LabelsConfig(dg.Config):
+    # Use landing/video_daily_stats (7 calendar days) when all its days are there.
+    prefer_daily_stats: bool = True
+
+
 @dg.asset(
     partitions_def=label_days,
     io_manager_key="lake_io",
     group_name="labels",
     kinds={"duckdb", "parquet"},
-    ins={"video_watch_daily": dg.AssetIn(partition_mapping=EVENT_DAYS_OF_LABEL_DAY)},
+    ins={
+        "video_watch_daily": dg.AssetIn(
+            partition_mapping=EVENT_DAYS_OF_LABEL_DAY,
+            # Not needed when the labels come from daily stats; checked below otherwise.
+            metadata={"allow_missing": True},
+        )
+    },
     check_specs=[
         dg.AssetCheckSpec("label_ranges", asset="video_labels_7d", blocking=True),
         dg.AssetCheckSpec("window_complete", asset="video_labels_7d", blocking=True),
@@ -62,26 +75,53 @@ def video_watch_daily(
 )
 def video_labels_7d(
     context: dg.AssetExecutionContext,
+    config: LabelsConfig,
+    lake: LakeResource,
     duckdb: DuckDBResource,
     raw_videos: PartitionFiles,
     video_watch_daily: PartitionFiles,
 ):
-    """The exact 7-day labels (DESIGN §4) of the videos created on D, once D+7 is over."""
-    day = context.partition_key
+    """The 7-day labels (DESIGN §4) of the videos created on D, once D+7 is over: exact, from
+    the partials of event days D..D+7; or, where the lake has `video_daily_stats` for D..D+6
+    instead, the sums of those 7 calendar days."""
+    day, lk = context.partition_key, lake.get_lake()
+    stats_days = [core.shift(day, i) for i in range(core.WINDOW_DAYS)]
+    use_stats = config.prefer_daily_stats and all(
+        lk.day_complete(daily_stats.TABLE, d) for d in stats_days
+    )
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
-        video_watch_daily.register(con, "partials")
-        labels = core.labels_from_partials(con, day)
+        if use_stats:
+            expected, read = stats_days, stats_days
+            checked = [daily_stats.validate_daily_stats_day(con, lk, d) for d in stats_days]
+            for d, result in zip(stats_days, checked, strict=True):
+                lk.write_table(lk.quarantine_dir(daily_stats.TABLE, d), result.rejects)
+            con.register("daily_stats", pa.concat_tables([c.valid for c in checked]))
+            labels = daily_stats.labels_from_daily_stats(con, day)
+            source = "video_daily_stats: 7 calendar days from the creation day"
+        else:
+            expected = [core.shift(day, i) for i in range(core.WINDOW_DAYS + 1)]
+            read = list(video_watch_daily.days)
+            if read != expected:
+                missing = sorted(set(expected) - set(read))
+                raise dg.Failure(
+                    f"video_watch_daily is not materialized for {missing}: the window of "
+                    f"{day} is not complete (and no video_daily_stats for {stats_days[0]}.."
+                    f"{stats_days[-1]})"
+                )
+            video_watch_daily.register(con, "partials")
+            labels = core.labels_from_partials(con, day)
+            source = "watch_events: exact window [created_at, created_at + 7 days)"
         bad = core.label_range_violations(con, "labels", labels)
-    expected = [core.shift(day, i) for i in range(core.WINDOW_DAYS + 1)]
     yield dg.Output(
         labels,
         metadata={
+            "label_source": source,
             "videos": labels.num_rows,
             "videos_without_plays": int((labels["plays"].to_numpy() == 0).sum()),
             "plays": int(labels["plays"].to_numpy().sum()),
             "events_before_created_at": int(labels["early_events"].to_numpy().sum()),
-            "event_days": dg.MetadataValue.json(list(video_watch_daily.days)),
+            "days_read": dg.MetadataValue.json(read),
         },
     )
     yield dg.AssetCheckResult(
@@ -92,8 +132,8 @@ def video_labels_7d(
     )
     yield dg.AssetCheckResult(
         check_name="window_complete",
-        passed=list(video_watch_daily.days) == expected,
-        metadata={"expected": expected, "read": list(video_watch_daily.days)},
+        passed=read == expected,
+        metadata={"expected": expected, "read": read},
     )
 
 
