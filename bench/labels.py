@@ -2,22 +2,28 @@
 
 Simulates a lake (media off, seeded) whose 8 event days D..D+7 of one creation day D hold at least
 20 million watch events, then times, side by side in one run (each variant in its own
-subprocess, so that its peak RSS is its own; the order rotates every round; medians reported):
+subprocess, so that its peak RSS is its own; the order rotates every round; medians reported;
+wall and CPU seconds, CPU being the steadier figure on a shared machine):
 
-  vq_cold    the asset chain for D from nothing: `watch_daily_partials` for each event day
-             D..D+7 (views `videos` = raw videos of E-7..E, `events` = day E, both registered
-             with `Lake.register`, each partial written as parquet the way the IO manager does),
-             then `labels_from_partials` for D over those 8 partial files.
-  polars     the same labels for D straight from the 8 event-day files: one lazy query
-             (scan_parquet, join, window filter, group by), checked equal to vq's labels.
-  bare_scan  DuckDB reading the 6 event columns the label query needs over the same 8 days
-             with a trivial aggregate: the floor of reading that data.
+  vq_cold      the asset chain for D from nothing: `watch_daily_partials` for each event day
+               D..D+7 (views `videos` = raw videos of E-7..E, `events` = day E, both registered
+               with `Lake.register`, each partial written as parquet as the IO manager does),
+               then `labels_from_partials` for D over those 8 partial files.
+  vq_proposed  the same chain with `proposed_partials` below, a rewrite of labels.py's query.
+  direct       D alone without partials: the proposed query over the 8 event days joined with
+               D's videos only (what a one-off cold day could do), then `labels_from_partials`.
+  polars       the same labels for D straight from the 8 event-day files in one lazy query
+               (scan_parquet, join, window filter, group by, streaming engine).
+  bare_scan    DuckDB reading the 6 event columns the label query needs over the same 8 days
+               with a trivial aggregate: the floor of reading that data.
+
+Every variant's labels are checked equal to vq_cold's (exact counts, ratios within 1e-9, nulls
+where plays = 0) before any number is printed.
 
 It also reports the steady state: in production each event day's partials are computed once and
 serve the 8 creation days whose window covers it, so one creation day costs on average one
-`watch_daily_partials` (the mean over the 8 measured) plus one `labels_from_partials`. And what
-`video_watch_daily` adds on top of the query: `unknown_video_events`, a second pass over the
-event day.
+`watch_daily_partials` (the mean of the 8 measured) plus one `labels_from_partials`; and what
+`video_watch_daily` runs besides the query: `unknown_video_events`, a second pass over the day.
 
 Goal (issue): vq_cold within 1.5x of bare_scan and faster than polars.
 
@@ -42,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA  # noqa: E402
 from vq_assets.core.labels import (  # noqa: E402
     LABEL_COLUMNS,
+    SKIP_SECONDS,
     WINDOW_DAYS,
     labels_from_partials,
     shift,
@@ -64,7 +72,8 @@ START = dt.date(2026, 1, 1)
 # days of a simulated platform have few videos old enough to be played).
 DAY_OFFSET = 3
 EVENT_COLUMNS = ("video_id", "event_ts", "watch_time_s", "liked", "commented", "shared")
-VARIANTS = ("vq_cold", "polars", "bare_scan")
+VARIANTS = ("vq_cold", "vq_proposed", "direct", "polars", "bare_scan")
+LABEL_VARIANTS = VARIANTS[:-1]
 MIN_EVENTS = 20_000_000
 COUNT_COLUMNS = ("plays", "skips", "full_watches", "likes", "comments", "shares", "early_events")
 RATIO_COLUMNS = ("avg_watch_time_s", "skip_rate", "engagement_rate")
@@ -97,8 +106,7 @@ def ensure_lake(root: Path, args: argparse.Namespace) -> None:
         return
     from vq_assets.core.simulator import simulate_local
 
-    if root.exists():
-        shutil.rmtree(root / "landing", ignore_errors=True)
+    shutil.rmtree(root / "landing", ignore_errors=True)
     started = time.perf_counter()
     summary = simulate_local(
         root,
@@ -124,9 +132,67 @@ def count_rows(files: list[str]) -> int:
 # the variants (each runs in a worker subprocess; the parent only reads their reports)
 
 
-def run_vq_cold(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
+def proposed_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.Table:
+    """A proposed `watch_daily_partials`: the same table (checked), about half the CPU.
+
+    Three changes to labels.py's query, each found with EXPLAIN ANALYZE:
+    1. the window end `created_at + INTERVAL 7 DAY` is computed once per video, not once per
+       event (the per-event interval arithmetic was the costliest projection of the plan);
+    2. events are grouped on an integer video key (the row number of `videos`) instead of the
+       (video_id string, created_at) pair; the id is put back on the ~100k aggregated rows;
+    3. no FILTER aggregates: the join drops events past each video's window, and the rest are
+       grouped by (key, early) with plain aggregates, so the rare early events (before
+       `created_at`) form their own groups instead of every aggregate testing the window.
+    """
+    return con.sql(
+        f"""
+        WITH v AS MATERIALIZED (  -- evaluated once: k must mean the same row in both uses
+            SELECT row_number() OVER () AS k, video_id, created_at, duration_s,
+                   created_at + INTERVAL {WINDOW_DAYS} DAY AS window_end
+            FROM videos
+        ),
+        g AS (
+            SELECT v.k, e.event_ts < v.created_at AS early, count(*) AS n,
+                   count_if(e.watch_time_s < {SKIP_SECONDS}) AS skips,
+                   count_if(e.watch_time_s >= v.duration_s) AS full_watches,
+                   sum(e.watch_time_s) AS watch_time_sum,
+                   count_if(e.liked) AS likes,
+                   count_if(e.commented) AS comments,
+                   count_if(e.shared) AS shares
+            FROM events e JOIN v USING (video_id)
+            WHERE e.event_ts < v.window_end
+            GROUP BY ALL
+        ),
+        a AS (
+            SELECT k,
+                   CAST(coalesce(sum(n) FILTER (NOT early), 0) AS BIGINT) AS plays,
+                   CAST(coalesce(sum(skips) FILTER (NOT early), 0) AS BIGINT) AS skips,
+                   CAST(coalesce(sum(full_watches) FILTER (NOT early), 0) AS BIGINT)
+                       AS full_watches,
+                   coalesce(sum(watch_time_sum) FILTER (NOT early), 0.0) AS watch_time_sum,
+                   CAST(coalesce(sum(likes) FILTER (NOT early), 0) AS BIGINT) AS likes,
+                   CAST(coalesce(sum(comments) FILTER (NOT early), 0) AS BIGINT) AS comments,
+                   CAST(coalesce(sum(shares) FILTER (NOT early), 0) AS BIGINT) AS shares,
+                   CAST(coalesce(sum(n) FILTER (early), 0) AS BIGINT) AS early_events
+            FROM g
+            GROUP BY k
+        )
+        SELECT v.video_id, CAST(v.created_at AS DATE) AS created_day,
+               DATE '{event_day}' AS event_day, a.* EXCLUDE (k)
+        FROM a JOIN v USING (k)
+        ORDER BY v.video_id
+        """
+    ).to_arrow_table()
+
+
+PartialsFn = Callable[[duckdb.DuckDBPyConnection, str], pa.Table]
+
+
+def run_chain(
+    lake: Lake, day: str, scratch: Path, partials_fn: PartialsFn
+) -> tuple[pa.Table, dict[str, Any]]:
     """The asset chain for creation day `day`: 8 x `video_watch_daily`, 1 x `video_labels_7d`."""
-    partial_files, partial_s, unknown_s = [], [], []
+    partial_files, partial_s, unknown_s, unknown_cpu = [], [], [], []
     schema: pa.Schema | None = None
     for e in event_days(day):
         started = time.perf_counter()
@@ -134,14 +200,15 @@ def run_vq_cold(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str
         videos = landing_files(lake, "videos", [shift(e, -i) for i in range(WINDOW_DAYS, -1, -1)])
         lake.register(con, "videos", videos, VIDEOS_SCHEMA)
         lake.register(con, "events", landing_files(lake, "watch_events", [e]), WATCH_EVENTS_SCHEMA)
-        partials = watch_daily_partials(con, e)
+        partials = partials_fn(con, e)
         partial_files.append(lake.write_table(str(scratch / f"dt={e}"), partials))
         schema = partials.schema
         partial_s.append(time.perf_counter() - started)
         # Not part of the label query, but `video_watch_daily` runs it on the same views.
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         unknown_video_events(con)
         unknown_s.append(time.perf_counter() - started)
+        unknown_cpu.append(time.process_time() - cpu)
         con.close()
     assert schema is not None
     started = time.perf_counter()
@@ -152,18 +219,40 @@ def run_vq_cold(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str
     con.close()
     labels_s = time.perf_counter() - started
     return labels, {
-        "seconds": sum(partial_s) + labels_s,
         "partials_s": partial_s,
         "labels_s": labels_s,
         "unknown_events_s": unknown_s,
+        # Reported on its own line, not in the chain's total (the label query proper).
+        "excluded_s": sum(unknown_s),
+        "excluded_cpu_s": sum(unknown_cpu),
     }
+
+
+def run_vq_cold(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
+    return run_chain(lake, day, scratch, watch_daily_partials)
+
+
+def run_vq_proposed(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
+    return run_chain(lake, day, scratch, proposed_partials)
+
+
+def run_direct(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """One creation day without partials: the proposed query over all 8 event days at once,
+    joined with that day's videos only, then summed by `labels_from_partials` as usual."""
+    con = connect()
+    lake.register(con, "videos", landing_files(lake, "videos", [day]), VIDEOS_SCHEMA)
+    lake.register(con, "events", landing_files(lake, "watch_events", event_days(day)),
+                  WATCH_EVENTS_SCHEMA)
+    con.register("partials", proposed_partials(con, day))
+    labels = labels_from_partials(con, day)
+    con.close()
+    return labels, {}
 
 
 def run_polars(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
     """The labels of DESIGN §4 for `day` in one lazy Polars query over the raw event files."""
     import polars as pl
 
-    started = time.perf_counter()
     videos = pl.scan_parquet(landing_files(lake, "videos", [day])).select(
         "video_id", "creator_id", "created_at", "duration_s"
     )
@@ -208,44 +297,58 @@ def run_polars(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str,
         .sort("video_id")
         .collect(engine="streaming")
     )
-    return labels.to_arrow(), {"seconds": time.perf_counter() - started}
+    return labels.to_arrow(), {}
 
 
-def bare_scan_sql(columns: tuple[str, ...] = EVENT_COLUMNS) -> str:
-    """One cheap aggregate per column, so every column the label query needs is decoded."""
-    aggs = {
-        "video_id": "max(video_id)",
-        "event_ts": "max(event_ts)",
-        "watch_time_s": "sum(watch_time_s)",
-        "liked": "count_if(liked)",
-        "commented": "count_if(commented)",
-        "shared": "count_if(shared)",
-    }
-    return "SELECT count(*), " + ", ".join(aggs[c] for c in columns) + " FROM events"
+def bare_scan_sql() -> str:
+    """One cheap aggregate per column the label query needs, so that each is read and decoded.
+
+    (DuckDB answers a lone `max(video_id)` from parquet statistics without reading the column;
+    `sum(strlen(...))` cannot be, so the string column is really read.)
+    """
+    return (
+        "SELECT count(*), sum(strlen(video_id)), max(event_ts), sum(watch_time_s), "
+        "count_if(liked), count_if(commented), count_if(shared) FROM events"
+    )
 
 
 def run_bare_scan(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
-    started = time.perf_counter()
     con = connect()
     lake.register(con, "events", landing_files(lake, "watch_events", event_days(day)),
                   WATCH_EVENTS_SCHEMA)
     result = con.sql(bare_scan_sql()).to_arrow_table()
     con.close()
-    return result, {"seconds": time.perf_counter() - started, "events": result.column(0)[0].as_py()}
+    return result, {"events": result.column(0)[0].as_py()}
+
+
+def run_idle(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """Nothing: the worker's peak RSS from the interpreter and its imports alone."""
+    return pa.table({"x": [0]}), {}
 
 
 RUNNERS: dict[str, Callable[[Lake, str, Path], tuple[pa.Table, dict[str, Any]]]] = {
     "vq_cold": run_vq_cold,
+    "vq_proposed": run_vq_proposed,
+    "direct": run_direct,
     "polars": run_polars,
     "bare_scan": run_bare_scan,
+    "idle": run_idle,
 }
 
 
 def worker(variant: str, lake_root: Path, day: str, out: Path) -> None:
     """Run one variant once; its result goes to `out` (untimed), its report to stdout."""
+    if variant == "polars":
+        import polars  # noqa: F401  (imported before the clock starts, as duckdb is)
     scratch = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=out.parent))
     try:
+        wall, cpu = time.perf_counter(), time.process_time()
         result, report = RUNNERS[variant](Lake.local(lake_root), day, scratch)
+        # process_time counts every thread of this process: DuckDB's and Polars' workers too.
+        report |= {
+            "seconds": time.perf_counter() - wall - report.get("excluded_s", 0.0),
+            "cpu_s": time.process_time() - cpu - report.get("excluded_cpu_s", 0.0),
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     pq.write_table(result, out)
@@ -274,6 +377,9 @@ def measure(variant: str, lake_root: Path, day: str, out: Path) -> dict[str, Any
 
 def check_equal(vq: pa.Table, other: pa.Table, name: str) -> None:
     """Same videos in the same order, exact counts, ratios within 1e-9, nulls in the same rows."""
+    missing = set(LABEL_COLUMNS) - set(other.column_names)
+    if missing or vq.num_rows != other.num_rows:
+        raise AssertionError(f"{name}: {other.num_rows} rows (vq {vq.num_rows}), lacks {missing}")
     for col in ("video_id", "creator_id", "created_at", *COUNT_COLUMNS):
         a, b = vq.column(col).to_pylist(), other.column(col).to_pylist()
         if a != b:
@@ -287,22 +393,41 @@ def check_equal(vq: pa.Table, other: pa.Table, name: str) -> None:
         )
         if bad:
             raise AssertionError(f"{name}: column {col} differs from vq in {bad} rows")
-    assert set(LABEL_COLUMNS) <= set(other.column_names)
 
 
-def profile(lake: Lake, day: str) -> None:
-    """EXPLAIN ANALYZE of the partials query of one event day, and of that day's bare scan."""
+def _print_plan(node: dict[str, Any], depth: int = 0) -> None:
+    info = {k: v for k, v in node.get("extra_info", {}).items()
+            if k in ("Conditions", "Groups", "Projections", "Expression")}
+    print(f"{'  ' * depth}{node['type']:<18s} {node['timing']:6.3f} s "
+          f"{node['intermediate_rows']:>10,} rows  {json.dumps(info)[:100]}")
+    for child in node.get("children", []):
+        _print_plan(child, depth + 1)
+
+
+def profile(lake: Lake, day: str, work: Path) -> None:
+    """Operator timings (DuckDB's profiler, as EXPLAIN ANALYZE shows them) of one event day:
+    labels.py's partials query, the proposed one, and the bare scan."""
     e = shift(day, WINDOW_DAYS // 2)
     con = connect()
     videos = landing_files(lake, "videos", [shift(e, -i) for i in range(WINDOW_DAYS + 1)])
     lake.register(con, "videos", videos, VIDEOS_SCHEMA)
     lake.register(con, "events", landing_files(lake, "watch_events", [e]), WATCH_EVENTS_SCHEMA)
-    con.execute("PRAGMA enable_profiling = 'query_tree_optimizer'")
-    # The profile goes to stdout when the relation is materialised.
-    print(f"\n--- profile: watch_daily_partials({e}) ---", flush=True)
-    watch_daily_partials(con, e)
-    print(f"\n--- profile: bare scan of {e} ---", flush=True)
-    con.sql(bare_scan_sql()).to_arrow_table()
+    runs: dict[str, Callable[[], object]] = {
+        "labels.py watch_daily_partials": lambda: watch_daily_partials(con, e),
+        "proposed_partials": lambda: proposed_partials(con, e),
+        "bare scan": lambda: con.sql(bare_scan_sql()).to_arrow_table(),
+    }
+    output = work / "profile.json"
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute(f"PRAGMA profiling_output = '{output}'")
+    for name, run_query in runs.items():
+        run_query()
+        plan = json.loads(output.read_text())
+        query = plan["query"]
+        print(f"\n--- profile, event day {e}: {name}: {query['total_time']:.3f} s, "
+              f"CPU {query['cpu_time']:.3f} s ---")
+        for node in plan["operator"]:
+            _print_plan(node)
     con.close()
 
 
@@ -310,20 +435,16 @@ def profile(lake: Lake, day: str) -> None:
 # the run
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--events-days", type=int, default=11, help="days to simulate (>= 4 + 7)")
+    p.add_argument("--events-days", type=int, default=11, help="days to simulate (>= 11)")
     p.add_argument("--videos-per-day", type=int, default=12_500)
     p.add_argument("--mean-plays", type=float, default=220.0, help="lifetime plays per video")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--keep", type=Path, help="lake folder to create or reuse (default: temp)")
     p.add_argument("--profile", action="store_true", help="print EXPLAIN ANALYZE profiles")
-    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     p.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--day", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -335,9 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--events-days must be >= {DAY_OFFSET + WINDOW_DAYS + 1}")
 
     work = Path(tempfile.mkdtemp(prefix="vq-bench-labels-"))
-    lake_root = (args.keep or work / "lake").resolve()
     try:
-        return run(args, lake_root, work)
+        return run(args, (args.keep or work / "lake").resolve(), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -346,64 +466,84 @@ def run(args: argparse.Namespace, lake_root: Path, work: Path) -> int:
     ensure_lake(lake_root, args)
     lake = Lake.local(lake_root)
     day = (START + dt.timedelta(days=DAY_OFFSET)).isoformat()
-    files = landing_files(lake, "watch_events", event_days(day))
+    days = event_days(day)
+    files = landing_files(lake, "watch_events", days)
     n_events = count_rows(files)
-    videos = count_rows(landing_files(lake, "videos", [day]))
-    print(f"creation day {day}: {videos:,} videos; event days {event_days(day)[0]}.."
-          f"{event_days(day)[-1]}: {len(files)} files, {n_events:,} events")
+    print(f"creation day {day}: {count_rows(landing_files(lake, 'videos', [day])):,} videos; "
+          f"event days {days[0]}..{days[-1]}: {len(files)} files, {n_events:,} events")
     if n_events < MIN_EVENTS:
         print(f"WARNING: fewer than {MIN_EVENTS:,} events; raise --mean-plays or --videos-per-day")
-    import duckdb
     import polars
-    import pyarrow
 
-    print(f"duckdb {duckdb.__version__}, polars {polars.__version__}, pyarrow "
-          f"{pyarrow.__version__}; {os.cpu_count()} CPUs, load average "
+    print(f"duckdb {duckdb.__version__}, polars {polars.__version__}, pyarrow {pa.__version__}; "
+          f"{os.cpu_count()} CPUs; load average before: "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     reports: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
         order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
         for variant in order:
-            out = work / f"{variant}.parquet"
-            reports[variant].append(measure(variant, lake_root, day, out))
-            print(f"  round {r + 1} {variant:9s} {reports[variant][-1]['seconds']:6.2f} s", flush=True)
+            report = measure(variant, lake_root, day, work / f"{variant}.parquet")
+            reports[variant].append(report)
+            print(f"  round {r + 1} {variant:12s} {report['seconds']:6.2f} s wall "
+                  f"{report['cpu_s']:6.2f} s CPU", flush=True)
         if r == 0:  # a benchmark comparing different answers is worthless
             vq = pq.read_table(work / "vq_cold.parquet")
-            check_equal(vq, pq.read_table(work / "polars.parquet"), "polars")
+            for variant in LABEL_VARIANTS[1:]:
+                check_equal(vq, pq.read_table(work / f"{variant}.parquet"), variant)
             scanned = reports["bare_scan"][0]["events"]
             if scanned != n_events:
                 raise AssertionError(f"bare scan read {scanned:,} events, expected {n_events:,}")
-            print(f"  polars labels == vq labels ({vq.num_rows:,} videos, "
-                  f"{sum(vq.column('plays').to_pylist()):,} plays in windows)")
-
-    secs = {v: median([r["seconds"] for r in reports[v]]) for v in VARIANTS}
-    rss = {v: max(r["peak_rss_mib"] for r in reports[v]) for v in VARIANTS}
-    cold = reports["vq_cold"]
-    mean_partial = median([statistics.mean(r["partials_s"]) for r in cold])
-    labels_s = median([r["labels_s"] for r in cold])
-    steady = mean_partial + labels_s
-    unknown = median([statistics.mean(r["unknown_events_s"]) for r in cold])
-    per_day_scan = secs["bare_scan"] / len(files)
-
-    print(f"\nevents read: {n_events:,} (8 event days); medians of {args.rounds} rounds")
-    print(f"{'variant':34s} {'seconds':>8s} {'Mevents/s':>10s} {'peak RSS MiB':>13s}")
-    for v in VARIANTS:
-        print(f"{v:34s} {secs[v]:8.2f} {n_events / secs[v] / 1e6:10.1f} {rss[v]:13.0f}")
-    print(f"  vq_cold = 8 x partials (mean {mean_partial:.3f} s) + labels_from_partials "
-          f"({labels_s:.3f} s)")
-    print(f"{'vq steady state (1 partial + labels)':34s} {steady:8.2f}")
-    print(f"\nvq_cold / bare_scan      = {secs['vq_cold'] / secs['bare_scan']:.2f}  (goal <= 1.5)")
-    print(f"vq_cold / polars         = {secs['vq_cold'] / secs['polars']:.2f}  (goal < 1)")
-    print(f"vq_steady / bare_scan    = {steady / secs['bare_scan']:.2f}  "
-          f"(amortised cost of one creation day vs reading its 8 event days)")
-    print(f"vq_steady / 1-day scan   = {steady / per_day_scan:.2f}  "
-          f"(vs reading the one event day it computes on average)")
-    print(f"video_watch_daily also runs unknown_video_events: +{unknown:.3f} s per event day "
-          f"(a second pass, {unknown / mean_partial:.0%} of the partials query)")
+            print(f"  labels of {', '.join(LABEL_VARIANTS[1:])} == vq_cold's ({vq.num_rows:,} "
+                  f"videos, {sum(vq.column('plays').to_pylist()):,} plays in windows)")
+    idle_rss = measure("idle", lake_root, day, work / "idle.parquet")["peak_rss_mib"]
+    report_results(reports, n_events, idle_rss, args.rounds)
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.profile:
-        profile(lake, day)
+        profile(lake, day, work)
     return 0
+
+
+def report_results(
+    reports: dict[str, list[dict[str, Any]]], n_events: int, idle_rss: float, rounds: int
+) -> None:
+    def med(variant: str, key: str) -> float:
+        return statistics.median(r[key] for r in reports[variant])
+
+    wall = {v: med(v, "seconds") for v in VARIANTS}
+    cpu = {v: med(v, "cpu_s") for v in VARIANTS}
+    rss = {v: max(r["peak_rss_mib"] for r in reports[v]) for v in VARIANTS}
+    print(f"\nevents read: {n_events:,} (8 event days); medians of {rounds} rounds")
+    print(f"{'variant':16s} {'wall s':>7s} {'CPU s':>7s} {'Mevents/s':>10s} {'peak RSS MiB':>13s}")
+    for v in VARIANTS:
+        print(f"{v:16s} {wall[v]:7.2f} {cpu[v]:7.2f} {n_events / wall[v] / 1e6:10.1f} "
+              f"{rss[v]:13.0f}")
+    print(f"{'(idle worker)':16s} {'':7s} {'':7s} {'':10s} {idle_rss:13.0f}")
+
+    steady = {}
+    for v in ("vq_cold", "vq_proposed"):
+        partial = statistics.median(statistics.mean(r["partials_s"]) for r in reports[v])
+        labels = med(v, "labels_s")
+        steady[v] = partial + labels
+        print(f"{v}: 8 x partials (mean {partial:.3f} s) + labels_from_partials ({labels:.3f} s)"
+              f"; steady state per creation day = 1 partial + labels = {steady[v]:.3f} s wall")
+    unknown = statistics.median(statistics.mean(r["unknown_events_s"]) for r in reports["vq_cold"])
+    print(f"video_watch_daily also runs unknown_video_events: +{unknown:.3f} s per event day, "
+          f"a second pass over the day's events")
+
+    print("\nratios (wall; CPU in brackets)")
+    bare, one_day = "bare_scan", wall["bare_scan"] / 8
+
+    def ratio(a: str, b: str) -> str:
+        return f"{wall[a] / wall[b]:5.2f} [{cpu[a] / cpu[b]:5.2f}]"
+
+    for v in LABEL_VARIANTS[:3]:
+        print(f"  {v:12s} / bare_scan = {ratio(v, bare)}   {v:12s} / polars = {ratio(v, 'polars')}"
+              "   (goal: <= 1.5 and < 1)")
+    print(f"  polars       / bare_scan = {ratio('polars', bare)}")
+    for v, s in steady.items():
+        print(f"  {v} steady state / bare_scan = {s / wall[bare]:5.2f} (vs reading all 8 days), "
+              f"/ 1-day scan = {s / one_day:5.2f}, / polars = {s / wall['polars']:5.2f}")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_real(args: argparse.Namespace) -> int:
+    """Evaluate on KuaiRand-Pure with authors disjoint between train/validation/test."""
+    from vq_assets.core.real_eval import run_evaluate_real
+
+    return run_evaluate_real(
+        Path(args.kuairand),
+        lake_dir=None if args.real_lake is None else Path(args.real_lake),
+        seed=args.seed,
+        repeats=args.repeats,
+        write_results=args.write_results,
+    )
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the Dagster UI on 127.0.0.1 with the local instance (DAGSTER_HOME = repo root)."""
     env = dict(os.environ)
@@ -154,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the data set's folder, e.g. ../shared/data/kuairand_pure")
     p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("evaluate-real", help="evaluate on KuaiRand-Pure, authors split apart")
+    p.add_argument("--kuairand", required=True, metavar="PATH",
+                   help="the data set's folder, e.g. ../shared/data/kuairand_pure")
+    # Not dest="lake": main() fills a None lake with $VQ_LAKE; the default here is a temp dir.
+    p.add_argument("--lake", dest="real_lake", metavar="DIR", default=None,
+                   help="lake to import into or read from (default: a temporary folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="evaluate seeds seed..seed+N-1")
+    p.add_argument("--write-results", action="store_true",
+                   help="write the section '## real data: KuaiRand-Pure' of bench/RESULTS.md")
+    p.set_defaults(func=cmd_evaluate_real)
 
     p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=3000)

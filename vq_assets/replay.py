@@ -43,10 +43,11 @@ class Replay:
         lake,
         *,
         train_days: int,
+        min_train_days: int = MIN_TRAIN_DAYS,
         log: Callable[[str], None] = print,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
-        self.train_days = train_days
+        self.train_days, self.min_train_days = train_days, min_train_days
         self.runs = 0
 
     def _done(self, asset: str, partition: str) -> bool:
@@ -79,11 +80,12 @@ class Replay:
     def day(self, day: str) -> None:
         if dt.date.fromisoformat(day).weekday() == 6:  # Sunday: weekly partitions start here
             complete = label_days_for_week(day, self.train_days, START_DATE)
-            if len(complete) >= MIN_TRAIN_DAYS:
+            if len(complete) >= self.min_train_days:
                 self._run("retrain", day, RETRAIN_ASSETS)
             else:
                 self.log(
-                    f"  week {day}: {len(complete)} label days complete (< {MIN_TRAIN_DAYS}), "
+                    f"  week {day}: {len(complete)} label days complete "
+                    f"(< {self.min_train_days}), "
                     "no retraining yet"
                 )
         scoring = SCORING_ASSETS if production_as_of(self.lake, shift(day, 1)) else []

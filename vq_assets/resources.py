@@ -150,17 +150,27 @@ class EncoderResource(dg.ConfigurableResource):
     cache_dir: str = os.path.join(DEFAULT_HOME, "models")
     frames: int = 8
     decode_workers: int = 2
+    # Caption encoder: "blip" (BLIP's text tower, the shared space), "minilm" (a real sentence
+    # encoder shipped in a wheel), or "auto" = minilm while BLIP is a placeholder, else blip.
+    text_encoder: str = "auto"
 
     def load(self, device: DeviceResource):
-        from vq_assets.core.encoders import load_blip
+        from vq_assets.core.encoders import PairedEncoder, TextOnlyEncoder, load_blip
 
-        return load_blip(
+        if self.text_encoder not in ("auto", "blip", "minilm"):
+            raise ValueError(f"text_encoder must be auto, blip or minilm: {self.text_encoder!r}")
+        where = device.setup()
+        blip = load_blip(
             self.blip_model,
             self.cache_dir,
-            device=device.setup(),
+            device=where,
             dtype=device.precision,
             batch_size=device.batch_size,
         )
+        if self.text_encoder == "blip" or (self.text_encoder == "auto" and not blip.placeholder):
+            return blip
+        text = TextOnlyEncoder(device=where, dtype=device.precision, batch_size=device.batch_size)
+        return PairedEncoder(blip, text)
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -1,6 +1,7 @@
 """The KuaiRand-Pure evaluation: author split, point-in-time creator prior, the report."""
 
 import csv
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -67,8 +68,10 @@ def test_author_split_is_disjoint_and_seeded(lake):
     creators = real_eval.load_rows(lake).column("creator_id").to_pylist()
     for seed in (0, 1):
         split = real_eval.author_split(creators, seed)
-        authors = {s: {c for c, x in zip(creators, split, strict=True) if x == s}
-                   for s in ("train", "validation", "test")}
+        authors = {
+            s: {c for c, x in zip(creators, split, strict=True) if x == s}
+            for s in ("train", "validation", "test")
+        }
         assert all(authors.values())
         assert not authors["train"] & authors["validation"]
         assert not authors["train"] & authors["test"]
@@ -104,8 +107,14 @@ def test_prior_mean_uses_only_earlier_days():
         ]
     )
     prior = {r["video_id"]: r for r in real_eval.creator_prior(rows).to_pylist()}
-    want = {"a1": (0, None), "a2": (1, 10.0), "a3": (1, 10.0), "a4": (3, 70 / 3),
-            "b1": (0, None), "b2": (1, 1000.0)}
+    want = {
+        "a1": (0, None),
+        "a2": (1, 10.0),
+        "a3": (1, 10.0),
+        "a4": (3, 70 / 3),
+        "b1": (0, None),
+        "b2": (1, 1000.0),
+    }
     for video, (n, mean) in want.items():
         assert prior[video]["prior_videos"] == n
         for t in TASKS:
@@ -121,8 +130,12 @@ def test_prior_on_the_slice_matches_plain_python(lake):
     rows = real_eval.load_rows(lake).to_pylist()
     assert sum(r["prior_videos"] > 0 for r in rows) > 10  # the slice does exercise priors
     for r in rows:
-        earlier = [h for h in rows if h["creator_id"] == r["creator_id"]
-                   and h["created_at"].date() < r["created_at"].date()]
+        earlier = [
+            h
+            for h in rows
+            if h["creator_id"] == r["creator_id"]
+            and h["created_at"].date() < r["created_at"].date()
+        ]
         assert r["prior_videos"] == len(earlier)
         for t in TASKS:
             if earlier:
@@ -142,8 +155,11 @@ def test_evaluate_real_gives_finite_metrics_per_task(lake):
         for method in real_eval.METHODS:
             assert math.isfinite(report.value(method, t, "MAE")), (method, t)
         assert math.isnan(report.value("global_mean", t, "SpearmanCorr"))  # constant
-    text = report.markdown("vq evaluate-real --kuairand DIR --seed 0 --write-results")
+    text = real_eval.results_section([report], "vq evaluate-real --kuairand DIR --write-results")
     assert text.startswith(real_eval.SECTION + "\n") and "| vq_model |" in text
+    assert "over seeds" not in text  # one seed: no spread table
+    again = dataclasses.replace(report, seed=1)  # stands in for a second seed's report
+    assert "| vq_model − lightgbm |" in real_eval.results_section([report, again], "vq ...")
 
 
 def test_write_section_appends_once_then_replaces_in_place(tmp_path):
