@@ -87,8 +87,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     end = args.start + dt.timedelta(days=args.days - 1)
     if not lake.day_complete("watch_events", end.isoformat()):
         print(f"simulating {args.days} days x {args.videos_per_day} videos into {lake.root}")
-        simulate(lake.fs, lake.base, args.start, args.days, args.videos_per_day, args.seed,
-                 progress=print)
+        simulate(
+            lake.fs,
+            lake.base,
+            args.start,
+            args.days,
+            args.videos_per_day,
+            args.seed,
+            progress=print,
+        )
     _replay(args.lake, args.start, end)
     from vq_assets.report import demo_report
 
@@ -169,15 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("evaluate-real", help="evaluate on KuaiRand-Pure, authors split apart")
-    p.add_argument("--kuairand", required=True, metavar="PATH",
-                   help="the data set's folder, e.g. ../shared/data/kuairand_pure")
+    p.add_argument(
+        "--kuairand",
+        required=True,
+        metavar="PATH",
+        help="the data set's folder, e.g. ../shared/data/kuairand_pure",
+    )
     # Not dest="lake": main() fills a None lake with $VQ_LAKE; the default here is a temp dir.
-    p.add_argument("--lake", dest="real_lake", metavar="DIR", default=None,
-                   help="lake to import into or read from (default: a temporary folder)")
+    p.add_argument(
+        "--lake",
+        dest="real_lake",
+        metavar="DIR",
+        default=None,
+        help="lake to import into or read from (default: a temporary folder)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="evaluate seeds seed..seed+N-1")
-    p.add_argument("--write-results", action="store_true",
-                   help="write the section '## real data: KuaiRand-Pure' of bench/RESULTS.md")
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help="write the section '## real data: KuaiRand-Pure' of bench/RESULTS.md",
+    )
     p.set_defaults(func=cmd_evaluate_real)
 
     p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")

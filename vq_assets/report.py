@@ -27,7 +27,10 @@ def _latest(lake: Lake, asset: str) -> tuple[str, pa.Table] | None:
 def _value(rows: list[dict], section: str, variant: str, metric: str) -> float:
     for r in rows:
         if (r["section"], r["variant"], r["metric"], r["slice"]) == (
-            section, variant, metric, "all"
+            section,
+            variant,
+            metric,
+            "all",
         ):
             return r["value"]
     return float("nan")
@@ -52,9 +55,10 @@ def evaluation_tables(rows: list[dict]) -> str:
     cal = _value(rows, "model", FULL_MODEL, "val_p_item_skip_ctr_7d_calibration")
     lines.append(f"skip-rate calibration: {cal:.3f} (reference {REFERENCE_CALIBRATION})")
     lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in TASK_STEMS)]
-    variants = sorted({r["variant"] for r in rows if r["section"] == "ablation"},
-                      key=lambda v: list(("embeddings_only", "creator_only", "both",
-                                          FULL_MODEL)).index(v))
+    variants = sorted(
+        {r["variant"] for r in rows if r["section"] == "ablation"},
+        key=lambda v: list(("embeddings_only", "creator_only", "both", FULL_MODEL)).index(v),
+    )
     for v in variants:
         vals = [_value(rows, "ablation", v, f"val_{s}_SpearmanCorr") for s in TASK_STEMS.values()]
         lines.append(f"{v:<26}" + "".join(f"{x:>18.3f}" for x in vals))
@@ -82,8 +86,10 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
                         f"  {r['pred_skip_rate']:.2f} predicted / {true} true skip rate, "
                         f"{r['plays']:>5} plays  {(r['caption'] or '(no caption)')[:60]}"
                     )
-    lifts = [lake.read_table(lake.asset_file("flywheel_lift", d)).to_pylist()[0]
-             for d in lake.list_days(lake.asset_dir("flywheel_lift"))]
+    lifts = [
+        lake.read_table(lake.asset_file("flywheel_lift", d)).to_pylist()[0]
+        for d in lake.list_days(lake.asset_dir("flywheel_lift"))
+    ]
     if lifts:
         skip = np.nanmean([x["skip_rate_lift"] for x in lifts])
         watch = np.nanmean([x["avg_watch_time_s_lift"] for x in lifts])

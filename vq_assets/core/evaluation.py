@@ -17,10 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from vq_assets.core.features import (
+    ABLATIONS,
+    CATEGORICAL,
     DURATION_EDGES_S,
     FULL_MODEL,
     TASKS,
     groups_for,
+    to_dataset,
 )
 from vq_assets.core.metrics import COUNT_TASK_STEMS, SKIP_RATE_STEM, spearman, task_metrics
 from vq_assets.core.model import ModelConfig
@@ -43,10 +46,10 @@ class ModelShape:
     dropout: float = 0.1
 
 
-def model_config(dataset: QualityDataset, groups: tuple[str, ...], shape: ModelShape) -> ModelConfig:
+def model_config(
+    dataset: QualityDataset, groups: tuple[str, ...], shape: ModelShape
+) -> ModelConfig:
     dense = {g: dataset.features[g].shape[1] for g in groups if dataset.features[g].ndim == 2}
-    from vq_assets.core.features import CATEGORICAL
-
     cats = {g: CATEGORICAL[g] for g in groups if g in CATEGORICAL}
     return ModelConfig(
         dense_dims=dense,
@@ -174,9 +177,7 @@ def metric_rows(section: str, variant: str, metrics: dict[str, float], slice_: s
 
 
 def spearman_by_task(preds: dict[str, np.ndarray], data: QualityDataset) -> dict[str, float]:
-    return {
-        f"{TASK_STEMS[t]}_SpearmanCorr": spearman(preds[t], data.targets[t]) for t in TASKS
-    }
+    return {f"{TASK_STEMS[t]}_SpearmanCorr": spearman(preds[t], data.targets[t]) for t in TASKS}
 
 
 def slice_rows(
@@ -230,8 +231,9 @@ def demo_lists(table: pa.Table, pred_skip_rate: np.ndarray, n: int = 10) -> pa.T
     rows = []
     for rank, (which, i) in enumerate(picks):
         row = {c: table.column(c)[int(i)].as_py() for c in cols}
-        rows.append({"list": which, "rank": rank % n + 1, "pred_skip_rate": float(
-            pred_skip_rate[i]), **row})
+        rows.append(
+            {"list": which, "rank": rank % n + 1, "pred_skip_rate": float(pred_skip_rate[i]), **row}
+        )
     return pa.Table.from_pylist(rows)
 
 
@@ -256,8 +258,6 @@ def train_full_model(
     cfg: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Trained:
-    from vq_assets.core.features import to_dataset
-
     data = to_dataset(table)
     split = np.asarray(table.column("split").to_pylist())
     result = train_variant(data, split, FULL_MODEL, shape, cfg, on_epoch)
@@ -313,8 +313,6 @@ def evaluate_all(
     truth: pa.Table | None,
 ) -> Report:
     """The §6 evaluation of `full` (the registered model) on the test days of `table`."""
-    from vq_assets.core.features import ABLATIONS, to_dataset
-
     data = to_dataset(table)
     split = np.asarray(table.column("split").to_pylist())
     test_mask = split == "test"
@@ -339,14 +337,17 @@ def evaluate_all(
         p = {t: v[test_mask] for t, v in all_preds.items()}
         rows += metric_rows("baseline", name, task_metrics(p, test.targets, test.plays, NAN_LOSSES))
 
-    languages = [x for x, m in zip(table.column("language").to_pylist(), test_mask, strict=True)
-                 if m]
+    languages = [
+        x for x, m in zip(table.column("language").to_pylist(), test_mask, strict=True) if m
+    ]
     rows += slice_rows(preds, test, languages)
-    test_ids = [v for v, m in zip(table.column("video_id").to_pylist(), test_mask, strict=True)
-                if m]
+    test_ids = [
+        v for v, m in zip(table.column("video_id").to_pylist(), test_mask, strict=True) if m
+    ]
     if truth is not None:
-        rows += metric_rows("best_achievable", "simulator_truth",
-                            best_achievable(truth, test_ids, test))
+        rows += metric_rows(
+            "best_achievable", "simulator_truth", best_achievable(truth, test_ids, test)
+        )
     demo = demo_lists(table.filter(pa.array(test_mask)), preds["skip_rate"])
     return Report(rows, demo, figures(preds, test))
 
@@ -364,14 +365,23 @@ def figures(preds: dict[str, np.ndarray], test: QualityDataset) -> dict[str, obj
     ok = np.isfinite(y) & (w > 0)
     edges = np.quantile(p[ok], np.linspace(0, 1, 11))
     bins = np.clip(np.searchsorted(edges, p[ok], side="right") - 1, 0, 9)
-    xs = [np.average(p[ok][bins == b], weights=w[ok][bins == b]) for b in range(10)
-          if (bins == b).any()]
-    ys = [np.average(y[ok][bins == b], weights=w[ok][bins == b]) for b in range(10)
-          if (bins == b).any()]
+    xs = [
+        np.average(p[ok][bins == b], weights=w[ok][bins == b])
+        for b in range(10)
+        if (bins == b).any()
+    ]
+    ys = [
+        np.average(y[ok][bins == b], weights=w[ok][bins == b])
+        for b in range(10)
+        if (bins == b).any()
+    ]
     ax.plot([0, 1], [0, 1], color="grey", lw=1)
     ax.plot(xs, ys, "o-")
-    ax.set(xlabel="predicted skip rate", ylabel="realised skip rate (play-weighted)",
-           title="skip-rate calibration by decile")
+    ax.set(
+        xlabel="predicted skip rate",
+        ylabel="realised skip rate (play-weighted)",
+        title="skip-rate calibration by decile",
+    )
     out["calibration_skip_rate.png"] = fig
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, task in zip(axes, ("skips", "avg_watch_time_s", "full_watches"), strict=True):

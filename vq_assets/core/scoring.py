@@ -20,9 +20,11 @@ def score_videos(
 ) -> pa.Table:
     """One row per video of `rows` (from `features.joined_rows(with_labels=False)`)."""
     data = to_dataset(rows)
-    preds = predict(model.model, model.normalizer, data) if rows.num_rows else {
-        t: np.zeros(0) for t in PRED_COLUMNS
-    }
+    preds = (
+        predict(model.model, model.normalizer, data)
+        if rows.num_rows
+        else {t: np.zeros(0) for t in PRED_COLUMNS}
+    )
     named = {PRED_COLUMNS[t]: v for t, v in preds.items()}
     score = quality_score(named, weights)
     return pa.table(

@@ -65,39 +65,67 @@ def landed_days(lake) -> list[str]:
     return sorted(
         d
         for d in days
-        if d >= START_DATE and lake.day_complete("videos", d) and lake.day_complete("watch_events", d)
+        if d >= START_DATE
+        and lake.day_complete("videos", d)
+        and lake.day_complete("watch_events", d)
     )
 
 
+def first_model_week(lake) -> str | None:
+    """The first week whose `quality_model` passed the promotion gate: days from then on can be
+    scored (`quality_scores` uses the latest promoted model as of its day), earlier days never."""
+    for week in lake.list_days(lake.asset_dir("quality_model")):
+        if lake.read_table(lake.asset_file("quality_model", week)).to_pylist()[0]["promoted"]:
+            return week
+    return None
+
+
 def plan_requests(
-    landed: list[str], partials_done: set[str], cursor: dict[str, list[str]]
+    landed: list[str],
+    partials_done: set[str],
+    cursor: dict[str, list[str]],
+    *,
+    weights_done: set[str] = frozenset(),
+    scoring_from: str | None = None,
 ) -> tuple[list[dg.RunRequest], dict[str, list[str]]]:
     """Run requests for newly landed days and newly closable label days, and the next cursor.
 
     A day is requested once (the cursor remembers it, and the run key would deduplicate it
-    anyway); a day that lands late is picked up whenever its markers appear. Label day L is
-    requested once the partials of event days L..L+7 are all materialized.
+    anyway); a day that lands late is picked up whenever its markers appear. A day whose
+    markers land before the day is over (its daily partition does not exist yet) waits until
+    it is, rather than failing the tick. The chain scores a day only from `scoring_from` (the
+    first promoted model's week) on. Label day L is requested once the partials of event days
+    L..L+7 are all materialized, with the flywheel lift when L's sampling weights exist.
     """
     chain = set(cursor.get("chain", []))
     labelled = set(cursor.get("labels", []))
     requests = []
+    last_day = daily.get_last_partition_key()
     for day in landed:
-        if day not in chain:
-            requests.append(
-                dg.RunRequest(run_key=f"chain-{day}", job_name="daily_chain", partition_key=day)
+        if day in chain or last_day is None or day > last_day:
+            continue
+        scoring = SCORING_ASSETS if scoring_from is not None and day >= scoring_from else []
+        requests.append(
+            dg.RunRequest(
+                run_key=f"chain-{day}",
+                job_name="daily_chain",
+                partition_key=day,
+                asset_selection=[dg.AssetKey(a) for a in FEATURE_ASSETS + scoring],
             )
-            chain.add(day)
+        )
+        chain.add(day)
     last_label_day = label_days.get_last_partition_key()
     for day in sorted(partials_done):
-        if day in labelled or (last_label_day and day > last_label_day):
+        if day in labelled or last_label_day is None or day > last_label_day:
             continue
         if all(shift(day, i) in partials_done for i in range(WINDOW_DAYS + 1)):
+            lift = LIFT_ASSETS if day in weights_done else []
             requests.append(
                 dg.RunRequest(
                     run_key=f"labels-{day}",
                     job_name="labels",
                     partition_key=day,
-                    asset_selection=[dg.AssetKey(a) for a in LABEL_ASSETS],
+                    asset_selection=[dg.AssetKey(a) for a in LABEL_ASSETS + lift],
                 )
             )
             labelled.add(day)
@@ -112,8 +140,16 @@ def plan_requests(
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     cursor = json.loads(context.cursor) if context.cursor else {}
-    partials = context.instance.get_materialized_partitions(dg.AssetKey("video_watch_daily"))
-    requests, next_cursor = plan_requests(landed_days(lake.get_lake()), set(partials), cursor)
+    instance, lk = context.instance, lake.get_lake()
+    partials = instance.get_materialized_partitions(dg.AssetKey("video_watch_daily"))
+    weights = instance.get_materialized_partitions(dg.AssetKey("flywheel_sampling_weights"))
+    requests, next_cursor = plan_requests(
+        landed_days(lk),
+        set(partials),
+        cursor,
+        weights_done=set(weights),
+        scoring_from=first_model_week(lk),
+    )
     context.update_cursor(json.dumps(next_cursor))
     if not requests:
         return dg.SkipReason(f"no new day landed ({dt.datetime.now(dt.UTC):%H:%M} UTC)")

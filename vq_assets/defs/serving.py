@@ -76,7 +76,8 @@ def quality_scores(
             "model_version": record["model_version"],
             "model_week": record["week"],
             "mean_pred_skip_rate": float(np.mean(scores["pred_skip_rate"].to_numpy()))
-            if scores.num_rows else float("nan"),
+            if scores.num_rows
+            else float("nan"),
         },
     )
 
@@ -95,8 +96,9 @@ class FlywheelConfig(dg.Config):
     io_manager_key="lake_io",
     group_name="serving",
     kinds={"parquet"},
-    check_specs=[dg.AssetCheckSpec("weights_sum_to_one", asset="flywheel_sampling_weights",
-                                   blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec("weights_sum_to_one", asset="flywheel_sampling_weights", blocking=True)
+    ],
 )
 def flywheel_sampling_weights(
     context: dg.AssetExecutionContext,
@@ -165,8 +167,7 @@ def flywheel_lift(
         col("plays"),
         excluded=weights["excluded"].to_numpy(zero_copy_only=False),
     )
-    return dg.Output(pa.Table.from_pylist([{"day": context.partition_key, **lift}]),
-                     metadata=lift)
+    return dg.Output(pa.Table.from_pylist([{"day": context.partition_key, **lift}]), metadata=lift)
 
 
 defs = dg.Definitions(assets=[quality_scores, flywheel_sampling_weights, flywheel_lift])

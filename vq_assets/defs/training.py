@@ -4,14 +4,14 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import numpy as np
 import pyarrow as pa
-import mlflow
 
 from vq_assets.core import evaluation as ev
 from vq_assets.core import features, registry
 from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.labels import LABELS_SCHEMA, shift
+from vq_assets.core.labels import LABELS_SCHEMA
 from vq_assets.core.lake import Lake, PartitionFiles
 from vq_assets.core.metrics import mean_spearman, task_metrics
 from vq_assets.core.train import TrainConfig, evaluate, load_model, save_model
@@ -52,9 +52,12 @@ def training_set(
     days = [d.isoformat() for d in rows.column("day").to_pylist()]
     split_of = features.split_days(sorted(set(days)))
     table = rows.append_column("split", pa.array([split_of[d] for d in days], pa.string()))
-    by_split = {s: sum(1 for d in days if split_of[d] == s) for s in ("train", "validation", "test")}
-    labelled = sum(video_labels_7d.lake.read_table(f, ["video_id"]).num_rows
-                   for f in video_labels_7d.files)
+    by_split = {
+        s: sum(1 for d in days if split_of[d] == s) for s in ("train", "validation", "test")
+    }
+    labelled = sum(
+        video_labels_7d.lake.read_table(f, ["video_id"]).num_rows for f in video_labels_7d.files
+    )
     return dg.Output(
         table,
         metadata={
@@ -142,14 +145,16 @@ def quality_model(
     registered as `vq-quality`, and promoted to the `production` alias only through the gate."""
     week, lk = context.partition_key, lake.get_lake()
     table = training_set.read()
-    with registry.tracking(
-        mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root
-    ) as client, mlflow.start_run(run_name=f"quality-{week}") as run:
+    with (
+        registry.tracking(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root) as client,
+        mlflow.start_run(run_name=f"quality-{week}") as run,
+    ):
         registry.log_params({**config.model_dump(), "week": week, "rows": table.num_rows})
 
         def on_epoch(record: dict[str, float]) -> None:
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"},
-                               step=int(record["epoch"]))
+            mlflow.log_metrics(
+                {k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"])
+            )
             context.log.info(
                 f"epoch {int(record['epoch'])}: train_loss {record['train_loss']:.4f} "
                 f"val_loss {record['val_loss']:.4f} ({record['samples_per_s']:.0f} samples/s)"
@@ -162,10 +167,12 @@ def quality_model(
         mlflow.log_metrics(trained.test_metrics)
         new_score = mean_spearman(trained.test_metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            save_model(tmp, trained.result.model, trained.result.model.config,
-                       trained.result.normalizer)
-            version = registry.register_version(client, run.info.run_id, Path(tmp), lk,
-                                                {"week": week})
+            save_model(
+                tmp, trained.result.model, trained.result.model.config, trained.result.normalizer
+            )
+            version = registry.register_version(
+                client, run.info.run_id, Path(tmp), lk, {"week": week}
+            )
         current = production_as_of(lk, week)
         current_score = None
         if current is not None:
@@ -173,8 +180,9 @@ def quality_model(
                 old = load_model(d)
             old_ev = evaluate(old.model, old.normalizer, trained.test)
             current_score = mean_spearman(
-                task_metrics(old_ev.predictions, trained.test.targets, trained.test.plays,
-                             old_ev.losses)
+                task_metrics(
+                    old_ev.predictions, trained.test.targets, trained.test.plays, old_ev.losses
+                )
             )
         promoted, reason = ev.gate(new_score, current_score, config.gate_tolerance)
         newest = all(w <= week for w in lk.list_days(lk.asset_dir("quality_model")))
@@ -222,12 +230,18 @@ def _comparison_md(report: ev.Report) -> str:
     model = report.pick("model")
     base = report.pick("baseline")
     best = report.pick("best_achievable")
-    cols = {"model": model.get(features.FULL_MODEL, {}), **base,
-            **({"best achievable": best["simulator_truth"]} if best else {})}
+    cols = {
+        "model": model.get(features.FULL_MODEL, {}),
+        **base,
+        **({"best achievable": best["simulator_truth"]} if best else {}),
+    }
     lines = ["| task (Spearman) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for task, stem in ev.TASK_STEMS.items():
-        key = f"val_{stem}_SpearmanCorr" if f"val_{stem}_SpearmanCorr" in cols["model"] \
+        key = (
+            f"val_{stem}_SpearmanCorr"
+            if f"val_{stem}_SpearmanCorr" in cols["model"]
             else f"{stem}_SpearmanCorr"
+        )
         vals = [c.get(key, c.get(f"{stem}_SpearmanCorr", float("nan"))) for c in cols.values()]
         lines.append(f"| {task} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     return "\n".join(lines)
@@ -265,9 +279,15 @@ def model_evaluation(
     week, lk = context.partition_key, lake.get_lake()
     record = quality_model.read().to_pylist()[0]
     table = training_set.read()
-    test_days = sorted({d.isoformat() for d, s in zip(
-        table.column("day").to_pylist(), table.column("split").to_pylist(), strict=True)
-        if s == "test"})
+    test_days = sorted(
+        {
+            d.isoformat()
+            for d, s in zip(
+                table.column("day").to_pylist(), table.column("split").to_pylist(), strict=True
+            )
+            if s == "test"
+        }
+    )
     with registry.fetch_from_lake(lk, record["model_version"]) as d:
         loaded = load_model(d)
     full = ev.FitResult(loaded.model, loaded.normalizer, [], 0, float("nan"), {}, False)
@@ -275,18 +295,23 @@ def model_evaluation(
         table, full, config.shape(), config.train_config(device, None), _truth(lk, test_days)
     )
     demo_uri = lk.write_table(lk.asset_dir("model_evaluation_demo", week), report.demo)
-    with registry.tracking(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root), \
-            mlflow.start_run(run_id=record["run_id"]):
+    with (
+        registry.tracking(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root),
+        mlflow.start_run(run_id=record["run_id"]),
+    ):
         for r in report.rows:
             if r["section"] != "model" and np.isfinite(r["value"]):
                 name = f"{r['section']}.{r['variant']}.{r['slice']}.{r['metric']}"
-                mlflow.log_metric(name.replace("=", "_").replace("[", "").replace(")", "")
-                                  .replace(",", "-"), r["value"])
+                mlflow.log_metric(
+                    name.replace("=", "_").replace("[", "").replace(")", "").replace(",", "-"),
+                    r["value"],
+                )
         for name, fig in report.figures.items():
             mlflow.log_figure(fig, f"evaluation/{name}")
         mlflow.log_table(report.demo.to_pandas(), "evaluation/demo_lists.json")
-    demo_md = report.demo.select(["list", "rank", "pred_skip_rate", "skip_rate", "plays",
-                                  "caption"]).to_pylist()
+    demo_md = report.demo.select(
+        ["list", "rank", "pred_skip_rate", "skip_rate", "plays", "caption"]
+    ).to_pylist()
     return dg.Output(
         report.table(record["model_version"]),
         metadata={
@@ -296,10 +321,13 @@ def model_evaluation(
             "ablation": dg.MetadataValue.md(_ablation_md(report)),
             "demo_lists": dg.MetadataValue.md(
                 "| list | rank | pred skip rate | true skip rate | plays | caption |\n"
-                "|---|---|---|---|---|---|\n" + "\n".join(
+                "|---|---|---|---|---|---|\n"
+                + "\n".join(
                     f"| {r['list']} | {r['rank']} | {r['pred_skip_rate']:.3f} | "
                     f"{r['skip_rate'] if r['skip_rate'] is None else round(r['skip_rate'], 3)} | "
-                    f"{r['plays']} | {(r['caption'] or '')[:60]} |" for r in demo_md)
+                    f"{r['plays']} | {(r['caption'] or '')[:60]} |"
+                    for r in demo_md
+                )
             ),
             "demo_lists_path": dg.MetadataValue.path(demo_uri),
             "mlflow_run_id": record["run_id"],

@@ -41,8 +41,10 @@ def _read(lake: Lake, asset: str, day: str):
 
 def test_every_scored_day_uses_a_model_trained_before_it(replayed):
     lake, _, _, _ = replayed
-    models = {d: _read(lake, "quality_model", d).to_pylist()[0]
-              for d in lake.list_days(lake.asset_dir("quality_model"))}
+    models = {
+        d: _read(lake, "quality_model", d).to_pylist()[0]
+        for d in lake.list_days(lake.asset_dir("quality_model"))
+    }
     assert sorted(models) == ["2026-01-18", "2026-01-25"]
     scored = lake.list_days(lake.asset_dir("quality_scores"))
     assert scored[0] == "2026-01-18" and scored[-1] == "2026-01-26"
@@ -71,8 +73,12 @@ def test_mlflow_registry_and_evaluation(replayed):
             assert f"val_{stem}_{m}" in model_metrics
     assert {"val_p_item_skip_ctr_7d_calibration", "val_loss"} <= model_metrics
     sections = {(r["section"], r["variant"]) for r in evaluation}
-    assert {("baseline", "lightgbm"), ("baseline", "creator_prior_mean"),
-            ("ablation", "embeddings_only"), ("best_achievable", "simulator_truth")} <= sections
+    assert {
+        ("baseline", "lightgbm"),
+        ("baseline", "creator_prior_mean"),
+        ("ablation", "embeddings_only"),
+        ("best_achievable", "simulator_truth"),
+    } <= sections
     demo = _read(lake, "model_evaluation_demo", "2026-01-25")
     assert demo.num_rows == 20
     client = MlflowClient(defs.resources["mlflow_tracking"].tracking_uri)
