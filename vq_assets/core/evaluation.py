@@ -27,7 +27,7 @@ from vq_assets.core.features import (
 )
 from vq_assets.core.metrics import COUNT_TASK_STEMS, SKIP_RATE_STEM, spearman, task_metrics
 from vq_assets.core.model import ModelConfig
-from vq_assets.core.train import FitResult, QualityDataset, TrainConfig, evaluate, fit
+from vq_assets.core.train import FitResult, QualityDataset, TrainConfig, evaluate, fit_ensemble
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,12 @@ NAN_LOSSES = dict.fromkeys(TASKS, float("nan"))
 class ModelShape:
     """Widths and depths of the network (DESIGN §6), from config."""
 
-    width: int = 64
+    width: int = 128
     cross_layers: int = 2
     cross_rank: int = 16
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    members: int = 3
 
 
 def model_config(
@@ -60,6 +61,7 @@ def model_config(
         mlp=shape.mlp,
         dropout=shape.dropout,
         tasks=TASKS,
+        members=shape.members,
     )
 
 
@@ -74,7 +76,7 @@ def train_variant(
     groups = groups_for(ablation, data)
     keep = {g: data.features[g] for g in groups}
     subset = QualityDataset(keep, data.targets, data.plays)
-    return fit(
+    return fit_ensemble(
         model_config(subset, groups, shape),
         cfg,
         subset.subset(split == "train"),
@@ -130,6 +132,7 @@ def gbdt_baseline(
             "learning_rate": 0.05,
             "num_leaves": 31,
             "min_data_in_leaf": 20,
+            "max_bin": 63,
             "feature_fraction": 0.8,
             "seed": seed,
             "deterministic": True,

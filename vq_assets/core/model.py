@@ -17,7 +17,7 @@ Heads output *training-space* values: log1p of the count/time targets and the sk
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -51,6 +51,7 @@ class ModelConfig:
         mlp: hidden sizes of the shared MLP body.
         dropout: dropout after each MLP layer.
         tasks: which heads to build (subset of ``TASK_KINDS``).
+        members: how many independently seeded networks ``build_model`` averages (1 = one).
     """
 
     dense_dims: dict[str, int] = field(default_factory=dict)
@@ -61,8 +62,11 @@ class ModelConfig:
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
     tasks: tuple[str, ...] = DEFAULT_TASKS
+    members: int = 1
 
     def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, not {self.members}")
         if not self.dense_dims and not self.cat_cardinalities:
             raise ValueError("ModelConfig needs at least one feature group")
         overlap = set(self.dense_dims) & set(self.cat_cardinalities)
@@ -98,9 +102,9 @@ class ModelConfig:
 class GroupProjection(nn.Module):
     """Projects every feature group to a common width.
 
-    Dense groups go through ``Linear -> LayerNorm`` (LayerNorm keeps the group vectors on one
-    scale so that the pairwise dot products of different groups are comparable); categorical
-    groups through ``nn.Embedding``.
+    Dense groups go through a small bottom MLP, ``Linear -> ReLU -> Linear``, as in DLRM (no
+    LayerNorm: it would erase the magnitude of numeric groups such as follower counts, which
+    carry the signal); categorical groups through ``nn.Embedding``.
 
     Args:
         dense_dims: dense group name -> input width ``d_g``.
@@ -122,7 +126,7 @@ class GroupProjection(nn.Module):
         super().__init__()
         self.dense = nn.ModuleDict(
             {
-                name: nn.Sequential(nn.Linear(dim, width), nn.LayerNorm(width))
+                name: nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width))
                 for name, dim in dense_dims.items()
             }
         )
@@ -281,6 +285,30 @@ class QualityModel(nn.Module):
         learn the signal rather than the intercept."""
         for task, value in bias.items():
             self.heads.heads[task].bias.fill_(value)
+
+
+class QualityEnsemble(nn.Module):
+    """The average of ``config.members`` QualityModels trained from different seeds.
+
+    Outputs are averaged in training space (log1p values, skip-rate logits), which lowers the
+    variance of a single network's predictions at ``members`` times the cost.
+
+    Call Args / Returns: as ``QualityModel``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        single = replace(config, members=1)
+        self.members = nn.ModuleList(QualityModel(single) for _ in range(config.members))
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs = [m(features) for m in self.members]
+        return {t: torch.stack([o[t] for o in outputs]).mean(0) for t in self.config.tasks}
+
+
+def build_model(config: ModelConfig) -> QualityModel | QualityEnsemble:
+    return QualityModel(config) if config.members == 1 else QualityEnsemble(config)
 
 
 def to_natural_units(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

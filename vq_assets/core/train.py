@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -34,7 +34,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vq_assets.core.model import (
     TASK_KINDS,
     ModelConfig,
+    QualityEnsemble,
     QualityModel,
+    build_model,
     loss_terms,
     to_natural_units,
 )
@@ -312,7 +314,7 @@ class FitResult:
     ``history`` holds one record per epoch, the same dicts that ``on_epoch`` receives.
     """
 
-    model: QualityModel
+    model: QualityModel | QualityEnsemble
     normalizer: FeatureNormalizer
     history: list[dict[str, float]]
     best_epoch: int
@@ -595,6 +597,8 @@ def fit(
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"need train and validation rows, got {len(train)} and {len(val)}")
+    if model_config.members > 1:
+        raise ValueError("fit trains one network; use fit_ensemble for members > 1")
     ctx = _dist_context()
     device = _resolve_device(train_cfg.device, ctx)
     if train_cfg.precision == "fp16" and device.type != "cuda":
@@ -704,8 +708,51 @@ def fit(
     )
 
 
+def fit_ensemble(
+    model_config: ModelConfig,
+    train_cfg: TrainConfig,
+    train: QualityDataset,
+    val: QualityDataset,
+    *,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """``fit`` once per member with seeds seed, seed+1, ..., averaged into one model.
+
+    Every member sees the same data and the same normaliser (fitted on the train rows); only
+    the initialisation, the shuffling and dropout differ. ``on_epoch`` records carry
+    ``member``; checkpoints go to ``checkpoint_dir/member<k>``.
+    """
+    if model_config.members == 1:
+        return fit(model_config, train_cfg, train, val, on_epoch=on_epoch)
+    single = replace(model_config, members=1)
+    results = []
+    for k in range(model_config.members):
+        ckpt = train_cfg.checkpoint_dir
+        cfg = replace(
+            train_cfg,
+            seed=train_cfg.seed + k,
+            checkpoint_dir=None if ckpt is None else str(Path(ckpt) / f"member{k}"),
+        )
+        member_log = None if on_epoch is None else (lambda r, k=k: on_epoch({**r, "member": k}))
+        results.append(fit(single, cfg, train, val, on_epoch=member_log))
+    ensemble = QualityEnsemble(model_config)
+    for member, result in zip(ensemble.members, results, strict=True):
+        member.load_state_dict(result.model.state_dict())
+    ensemble.to(next(results[0].model.parameters()).device).eval()
+    ev = evaluate(ensemble, results[0].normalizer, val)
+    return FitResult(
+        model=ensemble,
+        normalizer=results[0].normalizer,
+        history=[{**h, "member": k} for k, r in enumerate(results) for h in r.history],
+        best_epoch=max(r.best_epoch for r in results),
+        best_val_loss=float(sum(ev.losses.values())),
+        best_val_task_losses=ev.losses,
+        stopped_early=all(r.stopped_early for r in results),
+    )
+
+
 def _eval_loader(
-    model: QualityModel,
+    model: QualityModel | QualityEnsemble,
     normalizer: FeatureNormalizer,
     dataset: QualityDataset,
     batch_size: int,
@@ -718,7 +765,7 @@ def _eval_loader(
 
 
 def predict(
-    model: QualityModel,
+    model: QualityModel | QualityEnsemble,
     normalizer: FeatureNormalizer,
     dataset: QualityDataset,
     batch_size: int = 8192,
@@ -734,7 +781,7 @@ def predict(
 
 
 def evaluate(
-    model: QualityModel,
+    model: QualityModel | QualityEnsemble,
     normalizer: FeatureNormalizer,
     dataset: QualityDataset,
     batch_size: int = 8192,
@@ -758,7 +805,7 @@ def evaluate(
 
 def save_model(
     directory: str | Path,
-    model: QualityModel,
+    model: QualityModel | QualityEnsemble,
     model_config: ModelConfig,
     normalizer: FeatureNormalizer,
 ) -> Path:
@@ -775,7 +822,7 @@ def save_model(
 
 
 class LoadedModel(NamedTuple):
-    model: QualityModel
+    model: QualityModel | QualityEnsemble
     config: ModelConfig
     normalizer: FeatureNormalizer
 
@@ -785,7 +832,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> LoadedModel:
     directory = Path(directory)
     config = ModelConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
     normalizer = FeatureNormalizer.from_dict(json.loads((directory / NORMALIZER_FILE).read_text()))
-    model = QualityModel(config)
+    model = build_model(config)
     model.load_state_dict(safetensors.torch.load_file(directory / MODEL_FILE, device="cpu"))
     return LoadedModel(model.to(device).eval(), config, normalizer)
 

@@ -20,6 +20,7 @@ from vq_assets.core.train import (
     TrainConfig,
     evaluate,
     fit,
+    fit_ensemble,
     infer_groups,
     load_model,
     main,
@@ -220,3 +221,24 @@ def test_fit_rejects_a_task_without_labels(tiny) -> None:
     unplayed = replace(val, targets={**val.targets, "skip_rate": np.full(len(val), np.nan)})
     with pytest.raises(ValueError, match="validation rows have no labels for tasks"):
         fit(config, TrainConfig(max_epochs=1), train, unplayed)
+
+
+def test_ensemble_averages_its_seeded_members_and_round_trips(tiny, tmp_path: Path) -> None:
+    train, val, config = tiny
+    cfg = TrainConfig(batch_size=64, max_epochs=1)
+    ensemble = fit_ensemble(replace(config, members=2), cfg, train, val)
+    singles = [fit(config, replace(cfg, seed=s), train, val) for s in (0, 1)]
+    features = QualityDataset(features=val.features)
+    got = predict(ensemble.model, ensemble.normalizer, features)
+    members = [predict(r.model, r.normalizer, features) for r in singles]
+    # Averaged in training space: the logit for the skip rate, log1p for the counts.
+    logit = np.mean([np.log(m["skip_rate"] / (1 - m["skip_rate"])) for m in members], axis=0)
+    np.testing.assert_allclose(got["skip_rate"], 1 / (1 + np.exp(-logit)), rtol=1e-5)
+    log1p = np.mean([np.log1p(m["skips"]) for m in members], axis=0)
+    np.testing.assert_allclose(got["skips"], np.expm1(log1p), rtol=1e-4)
+    save_model(tmp_path, ensemble.model, ensemble.model.config, ensemble.normalizer)
+    loaded = load_model(tmp_path)
+    assert loaded.config.members == 2
+    again = predict(loaded.model, loaded.normalizer, features)
+    for task in got:
+        np.testing.assert_array_equal(got[task], again[task])
