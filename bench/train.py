@@ -18,7 +18,8 @@ The GEMM FLOP count comes from the model's layer shapes (forward 2*B*in*out per 
 backward 2x that, 1x for the first layer whose input needs no gradient) and is checked against
 torch's FlopCounterMode on one real training step.
 
-    python bench/train.py                       # CPU, 1 and 2 threads, < 3 min on 2 cores
+    python bench/train.py                       # CPU, 1 and 2 threads, ~3 min on 2 idle cores
+    OMP_WAIT_POLICY=PASSIVE python bench/train.py   # threads sleep when idle: for busy cores
     python bench/train.py --emb-dim 64          # the tiny placeholder BLIP's embedding width
     python bench/train.py --device cuda --threads 0 --batch-sizes 1024,8192 --rows 200000
 """
@@ -32,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -120,6 +122,17 @@ def time_it(fn: Callable[[], object], device: torch.device, min_seconds: float =
             return elapsed / calls
 
 
+def _forward_backward(op: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> object:
+    out = op()
+    # autograd.grad, not .backward(): no accumulation into .grad to pay for.
+    return torch.autograd.grad(out, inputs, torch.ones_like(out))
+
+
+@torch.no_grad()
+def _forward(op: Callable[[], torch.Tensor]) -> object:
+    return op()
+
+
 def bare_gemm_seconds(gemms: list[Gemm], device: torch.device, backward: bool) -> float:
     """Seconds for the GEMMs of one step as bare F.linear / bmm calls (+ their backward)."""
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -132,30 +145,14 @@ def bare_gemm_seconds(gemms: list[Gemm], device: torch.device, backward: bool) -
         if m.batch > 1:
             x = tensor(m.batch, m.rows, m.inner, grad=True)
             w = tensor(m.batch, m.inner, m.cols, grad=True)
-            inputs = [x, w]
-
-            def op(x: torch.Tensor = x, w: torch.Tensor = w) -> torch.Tensor:
-                return torch.bmm(x, w)
+            op, inputs = partial(torch.bmm, x, w), [x, w]
         else:
             x = tensor(m.rows, m.inner, grad=m.input_grad)
             w = tensor(m.cols, m.inner, grad=True)
             b = tensor(m.cols, grad=True) if m.bias else None
+            op = partial(F.linear, x, w, b)
             inputs = [t for t in (x, w, b) if t is not None and t.requires_grad]
-
-            def op(x: torch.Tensor = x, w: torch.Tensor = w, b: torch.Tensor | None = b
-                   ) -> torch.Tensor:
-                return F.linear(x, w, b)
-
-        if backward:
-            def call(op: Callable[[], torch.Tensor] = op, inputs: list = inputs) -> object:
-                out = op()
-                # autograd.grad, not .backward(): no accumulation into .grad to pay for.
-                return torch.autograd.grad(out, inputs, torch.ones_like(out))
-        else:
-            def call(op: Callable[[], torch.Tensor] = op) -> object:
-                with torch.no_grad():
-                    return op()
-        calls.append(call)
+        calls.append(partial(_forward_backward, op, inputs) if backward else partial(_forward, op))
 
     def step() -> None:
         for call in calls:
@@ -247,9 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         counted = counted_train_flops(model, data, b)
         print(f"batch {b}: {len(gemms)} GEMMs, {ours / b / 1e6:.3f} MFLOP per sample per step; "
               f"FlopCounterMode counts {counted / b / 1e6:.3f} (ratio {counted / ours:.3f})")
+    # The OpenMP wait policy decides whether idle torch threads spin: on cores shared with
+    # other jobs, spinning threads can make 2 threads far slower than 1.
     print(f"torch {torch.__version__}, device {device}, default threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}, "
+          f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     # results[(threads, what)] -> list over rounds
     results: dict[tuple[int, str], list[float]] = {}

@@ -39,6 +39,14 @@ class ScoringConfig(dg.Config):
     group_name="serving",
     kinds={"pytorch", "parquet"},
     deps=["quality_model"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "scores_complete_and_finite",
+            asset="quality_scores",
+            blocking=True,
+            description="Every video of the day is scored, and every prediction is finite.",
+        )
+    ],
 )
 def quality_scores(
     context: dg.AssetExecutionContext,
@@ -48,7 +56,7 @@ def quality_scores(
     raw_videos: PartitionFiles,
     video_embeddings: PartitionFiles,
     creator_features: PartitionFiles,
-) -> dg.Output:
+):
     """Predictions for every video created on D, by the model that was production as of D:
     the latest weekly model, trained on labels closed before its week began, that passed the
     promotion gate. Available the same day, long before the video's labels."""
@@ -68,7 +76,11 @@ def quality_scores(
         model = load_model(d)
     scores = score_videos(rows, model, record["model_version"], config.weights())
     videos = raw_videos.read(["video_id"]).num_rows
-    return dg.Output(
+    finite = all(
+        np.isfinite(scores[c].to_numpy()).all()
+        for c in ("pred_skips", "pred_avg_watch_time_s", "pred_full_watches", "pred_skip_rate")
+    )
+    yield dg.Output(
         scores,
         metadata={
             "videos_scored": scores.num_rows,
@@ -79,6 +91,11 @@ def quality_scores(
             if scores.num_rows
             else float("nan"),
         },
+    )
+    yield dg.AssetCheckResult(
+        check_name="scores_complete_and_finite",
+        passed=finite and scores.num_rows == videos,
+        metadata={"videos": videos, "scored": scores.num_rows, "finite": finite},
     )
 
 

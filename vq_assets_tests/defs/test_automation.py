@@ -73,9 +73,7 @@ def selection(request: dg.RunRequest) -> list[str]:
 
 def report(instance, asset: str, partitions: list[str]) -> None:
     for p in partitions:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=asset, partition=p)
-        )
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=p))
 
 
 # -- the daily chain --------------------------------------------------------------------------
@@ -122,9 +120,7 @@ def test_a_day_waits_for_both_markers_and_is_picked_up_late(tmp_path, instance, 
     # The marker lands after later days were requested: the late day is requested alone.
     marker(tmp_path, missing, late).touch()
     second = tick(instance, tmp_path, first.cursor)
-    assert [(r.run_key, r.partition_key) for r in second.run_requests] == [
-        (f"chain-{late}", late)
-    ]
+    assert [(r.run_key, r.partition_key) for r in second.run_requests] == [(f"chain-{late}", late)]
     assert json.loads(second.cursor)["chain"] == [late, "2026-01-03", "2026-01-04"]
 
 
