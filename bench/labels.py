@@ -38,6 +38,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,17 @@ def ensure_lake(root: Path, args: argparse.Namespace) -> None:
     stamp.write_text(json.dumps(params))
 
 
+def connect_event_day(lake: Lake, event_day: str) -> duckdb.DuckDBPyConnection:
+    """A connection with the views `video_watch_daily`[E] reads: `videos` of days E-7..E (the
+    videos whose window can hold an event of E) and `events` of day E."""
+    con = connect()
+    days = [shift(event_day, -i) for i in range(WINDOW_DAYS, -1, -1)]
+    lake.register(con, "videos", landing_files(lake, "videos", days), VIDEOS_SCHEMA)
+    lake.register(con, "events", landing_files(lake, "watch_events", [event_day]),
+                  WATCH_EVENTS_SCHEMA)
+    return con
+
+
 def count_rows(files: list[str]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
@@ -185,43 +197,50 @@ def proposed_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.Tabl
 PartialsFn = Callable[[duckdb.DuckDBPyConnection, str], pa.Table]
 
 
+class Clock:
+    """Wall and CPU seconds since the last `lap` (CPU: every thread of this process)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        lap = (wall - self.wall, cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
+        return lap
+
+
 def run_chain(
     lake: Lake, day: str, scratch: Path, partials_fn: PartialsFn
 ) -> tuple[pa.Table, dict[str, Any]]:
     """The asset chain for creation day `day`: 8 x `video_watch_daily`, 1 x `video_labels_7d`."""
-    partial_files, partial_s, unknown_s, unknown_cpu = [], [], [], []
+    partial_files: list[str] = []
+    partials_laps, unknown_laps = [], []
     schema: pa.Schema | None = None
+    clock = Clock()
     for e in event_days(day):
-        started = time.perf_counter()
-        con = connect()
-        videos = landing_files(lake, "videos", [shift(e, -i) for i in range(WINDOW_DAYS, -1, -1)])
-        lake.register(con, "videos", videos, VIDEOS_SCHEMA)
-        lake.register(con, "events", landing_files(lake, "watch_events", [e]), WATCH_EVENTS_SCHEMA)
+        con = connect_event_day(lake, e)
         partials = partials_fn(con, e)
         partial_files.append(lake.write_table(str(scratch / f"dt={e}"), partials))
         schema = partials.schema
-        partial_s.append(time.perf_counter() - started)
+        partials_laps.append(clock.lap())
         # Not part of the label query, but `video_watch_daily` runs it on the same views.
-        started, cpu = time.perf_counter(), time.process_time()
         unknown_video_events(con)
-        unknown_s.append(time.perf_counter() - started)
-        unknown_cpu.append(time.process_time() - cpu)
         con.close()
+        unknown_laps.append(clock.lap())
     assert schema is not None
-    started = time.perf_counter()
     con = connect()
     lake.register(con, "videos", landing_files(lake, "videos", [day]), VIDEOS_SCHEMA)
     lake.register(con, "partials", partial_files, schema)
     labels = labels_from_partials(con, day)
     con.close()
-    labels_s = time.perf_counter() - started
     return labels, {
-        "partials_s": partial_s,
-        "labels_s": labels_s,
-        "unknown_events_s": unknown_s,
+        "partials": partials_laps,  # [(wall, CPU)] per event day
+        "labels": clock.lap(),
+        "unknown_events": unknown_laps,
         # Reported on its own line, not in the chain's total (the label query proper).
-        "excluded_s": sum(unknown_s),
-        "excluded_cpu_s": sum(unknown_cpu),
+        "excluded_s": sum(w for w, _ in unknown_laps),
+        "excluded_cpu_s": sum(c for _, c in unknown_laps),
     }
 
 
@@ -349,23 +368,25 @@ def worker(variant: str, lake_root: Path, day: str, out: Path) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     pq.write_table(result, out)
-    print(json.dumps(report))
+    print(json.dumps(report | {"peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. Linux's VmHWM starts afresh at exec; ru_maxrss would not: it
+    keeps the high-water mark of the forking parent (here, possibly the simulator's)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no procfs: best effort
 
 
 def measure(variant: str, lake_root: Path, day: str, out: Path) -> dict[str, Any]:
-    """Run a worker subprocess and add its own peak RSS (wait4 gives per-child usage)."""
+    """Run one variant in a fresh worker subprocess and return its report."""
     cmd = [sys.executable, __file__, "--worker", variant, "--lake", str(lake_root),
            "--day", day, "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-    if proc.returncode != 0:
-        raise RuntimeError(f"{variant} worker failed with exit code {proc.returncode}")
-    report = json.loads(stdout.strip().splitlines()[-1])
-    report["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
-    return report
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +413,24 @@ def check_equal(vq: pa.Table, other: pa.Table, name: str) -> None:
             raise AssertionError(f"{name}: column {col} differs from vq in {bad} rows")
 
 
+def check_partials(lake: Lake, event_day: str) -> int:
+    """`proposed_partials` == `watch_daily_partials` on one event day, every video of E-7..E
+    (the labels check covers only D's): exact, but for float sums added in another order."""
+    con = connect_event_day(lake, event_day)
+    ours, proposed = watch_daily_partials(con, event_day), proposed_partials(con, event_day)
+    con.close()
+    if ours.schema != proposed.schema or ours.num_rows != proposed.num_rows:
+        raise AssertionError(f"proposed partials: {proposed.schema} x {proposed.num_rows} rows, "
+                             f"labels.py: {ours.schema} x {ours.num_rows}")
+    for col in ours.column_names:
+        a, b = ours.column(col).to_pylist(), proposed.column(col).to_pylist()
+        exact = col != "watch_time_sum"
+        if any(x != y if exact else abs(x - y) > 1e-9 * max(1.0, abs(x))
+               for x, y in zip(a, b, strict=True)):
+            raise AssertionError(f"proposed partials differ from labels.py's in column {col}")
+    return ours.num_rows
+
+
 def _print_plan(node: dict[str, Any], depth: int = 0) -> None:
     info = {k: v for k, v in node.get("extra_info", {}).items()
             if k in ("Conditions", "Groups", "Projections", "Expression")}
@@ -405,10 +444,7 @@ def profile(lake: Lake, day: str, work: Path) -> None:
     """Operator timings (DuckDB's profiler, as EXPLAIN ANALYZE shows them) of one event day:
     labels.py's partials query, the proposed one, and the bare scan."""
     e = shift(day, WINDOW_DAYS // 2)
-    con = connect()
-    videos = landing_files(lake, "videos", [shift(e, -i) for i in range(WINDOW_DAYS + 1)])
-    lake.register(con, "videos", videos, VIDEOS_SCHEMA)
-    lake.register(con, "events", landing_files(lake, "watch_events", [e]), WATCH_EVENTS_SCHEMA)
+    con = connect_event_day(lake, e)
     runs: dict[str, Callable[[], object]] = {
         "labels.py watch_daily_partials": lambda: watch_daily_partials(con, e),
         "proposed_partials": lambda: proposed_partials(con, e),
@@ -495,6 +531,9 @@ def run(args: argparse.Namespace, lake_root: Path, work: Path) -> int:
                 raise AssertionError(f"bare scan read {scanned:,} events, expected {n_events:,}")
             print(f"  labels of {', '.join(LABEL_VARIANTS[1:])} == vq_cold's ({vq.num_rows:,} "
                   f"videos, {sum(vq.column('plays').to_pylist()):,} plays in windows)")
+            e = shift(day, WINDOW_DAYS // 2)
+            print(f"  proposed_partials == watch_daily_partials on {e} "
+                  f"({check_partials(lake, e):,} videos of 8 creation days)")
     idle_rss = measure("idle", lake_root, day, work / "idle.parquet")["peak_rss_mib"]
     report_results(reports, n_events, idle_rss, args.rounds)
     print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -519,19 +558,23 @@ def report_results(
               f"{rss[v]:13.0f}")
     print(f"{'(idle worker)':16s} {'':7s} {'':7s} {'':10s} {idle_rss:13.0f}")
 
-    steady = {}
+    # Steady state: the mean of the 8 partials (one event day) + labels_from_partials.
+    steady: dict[str, tuple[float, float]] = {}
     for v in ("vq_cold", "vq_proposed"):
-        partial = statistics.median(statistics.mean(r["partials_s"]) for r in reports[v])
-        labels = med(v, "labels_s")
-        steady[v] = partial + labels
-        print(f"{v}: 8 x partials (mean {partial:.3f} s) + labels_from_partials ({labels:.3f} s)"
-              f"; steady state per creation day = 1 partial + labels = {steady[v]:.3f} s wall")
-    unknown = statistics.median(statistics.mean(r["unknown_events_s"]) for r in reports["vq_cold"])
-    print(f"video_watch_daily also runs unknown_video_events: +{unknown:.3f} s per event day, "
-          f"a second pass over the day's events")
+        partial = [statistics.median(statistics.mean(lap[i] for lap in r["partials"])
+                                     for r in reports[v]) for i in (0, 1)]
+        labels = [statistics.median(r["labels"][i] for r in reports[v]) for i in (0, 1)]
+        steady[v] = (partial[0] + labels[0], partial[1] + labels[1])
+        print(f"{v}: 8 x partials (mean {partial[0]:.3f} s wall, {partial[1]:.3f} s CPU) + "
+              f"labels_from_partials ({labels[0]:.3f} s, {labels[1]:.3f} s CPU); steady state = "
+              f"{steady[v][0]:.3f} s wall, {steady[v][1]:.3f} s CPU per creation day")
+    unknown = [statistics.median(statistics.mean(lap[i] for lap in r["unknown_events"])
+                                 for r in reports["vq_cold"]) for i in (0, 1)]
+    print(f"video_watch_daily also runs unknown_video_events: +{unknown[0]:.3f} s wall, "
+          f"{unknown[1]:.3f} s CPU per event day, a second pass over the day's events")
 
     print("\nratios (wall; CPU in brackets)")
-    bare, one_day = "bare_scan", wall["bare_scan"] / 8
+    bare = "bare_scan"
 
     def ratio(a: str, b: str) -> str:
         return f"{wall[a] / wall[b]:5.2f} [{cpu[a] / cpu[b]:5.2f}]"
@@ -540,9 +583,11 @@ def report_results(
         print(f"  {v:12s} / bare_scan = {ratio(v, bare)}   {v:12s} / polars = {ratio(v, 'polars')}"
               "   (goal: <= 1.5 and < 1)")
     print(f"  polars       / bare_scan = {ratio('polars', bare)}")
-    for v, s in steady.items():
-        print(f"  {v} steady state / bare_scan = {s / wall[bare]:5.2f} (vs reading all 8 days), "
-              f"/ 1-day scan = {s / one_day:5.2f}, / polars = {s / wall['polars']:5.2f}")
+    for v, (s_wall, s_cpu) in steady.items():
+        print(f"  {v} steady state / bare_scan = {s_wall / wall[bare]:5.2f} "
+              f"[{s_cpu / cpu[bare]:5.2f}] (vs reading all 8 days)   / 1-day scan = "
+              f"{8 * s_wall / wall[bare]:5.2f} [{8 * s_cpu / cpu[bare]:5.2f}]   / polars = "
+              f"{s_wall / wall['polars']:5.2f} [{s_cpu / cpu['polars']:5.2f}]")
 
 
 if __name__ == "__main__":

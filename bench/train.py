@@ -1,24 +1,26 @@
 """How much of the matrix-multiply rate does training reach? (figures only, never asserted)
 
-Builds the default quality model (feature groups of `features.py`: image and text embeddings,
-creator features, the four categoricals; `ModelConfig` defaults) and a synthetic data set with
-those shapes, then measures, side by side in one run (rounds interleaved, medians reported):
+Builds the quality model the training asset trains by default (feature groups of
+`features.py`: image and text embeddings, creator features, the four categoricals; width 128;
+scored as a 3-network ensemble) and a synthetic data set with those shapes, then measures, side
+by side in one run (rounds interleaved, medians reported):
 
-  train     samples/s of `fit` (train-epoch time only, as `fit` reports it), per batch size;
-  bare      the same GEMMs one training step runs (every Linear / low-rank cross / pairwise
-            bmm of the model at that batch size, forward + backward) as bare
-            `F.linear` / `torch.bmm` calls: the rate the hardware gives those shapes;
+  train     samples/s of `fit` for one network (train-epoch time only, as `fit` reports it),
+            per batch size;
+  bare      the GEMMs of one training step at that batch size (every nn.Linear, the low-rank
+            cross layers, the pairwise bmm; forward + backward) as bare `F.linear` /
+            `torch.bmm` calls: the rate the hardware gives exactly those shapes;
   roofline  training GFLOP/s (samples/s x GEMM FLOPs per sample) / bare GFLOP/s: the share of
-            a training step that is useful matrix work; the rest is elementwise ops, LayerNorm,
+            a training step spent on useful matrix work; the rest is elementwise ops,
             embedding lookups, the loss, AdamW, batch gathering and Python overhead;
-  score     videos/s of `predict` at batch 8192 (normalisation and tensor building included),
-            and the same ratio for its forward GEMMs.
+  score     videos/s of `predict` at batch 8192 (feature normalisation included), split into
+            normalisation and the model's forward passes, with the same ratio for the forward.
 
-The GEMM FLOP count comes from the model's layer shapes (forward 2*B*in*out per matmul,
-backward 2x that, 1x for the first layer whose input needs no gradient) and is checked against
-torch's FlopCounterMode on one real training step.
+The GEMM FLOPs come from the model's layer shapes (forward 2*B*in*out per matmul, backward 2x
+that, 1x for a first layer whose input needs no gradient) and are checked against torch's
+FlopCounterMode on one real training step, so a model change that the list misses shows up.
 
-    python bench/train.py                       # CPU, 1 and 2 threads, ~3 min on 2 idle cores
+    python bench/train.py                       # CPU, 1 and 2 threads, 3 rounds
     OMP_WAIT_POLICY=PASSIVE python bench/train.py   # threads sleep when idle: for busy cores
     python bench/train.py --emb-dim 64          # the tiny placeholder BLIP's embedding width
     python bench/train.py --device cuda --threads 0 --batch-sizes 1024,8192 --rows 200000
@@ -32,7 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -50,6 +52,7 @@ from vq_assets.core.train import (  # noqa: E402
     QualityDataset,
     TrainConfig,
     fit,
+    fit_ensemble,
     make_synthetic,
     predict,
 )
@@ -82,24 +85,24 @@ class Gemm:
 
 
 def model_gemms(model: QualityModel, batch: int) -> list[Gemm]:
-    """Every matmul of one step of `model` at `batch`, read from its modules' shapes."""
+    """Every matmul of one step of `model` at `batch`, read from its modules' shapes: each
+    nn.Linear, the low-rank cross layers (functional F.linear on V and U) and the pairwise bmm.
+    FlopCounterMode checks the list against a real step (see `counted_train_flops`)."""
+    # A dense group's first layer reads the data itself: no input gradient to compute.
+    first = {next(m for m in seq.modules() if isinstance(m, nn.Linear))
+             for seq in model.projection.dense.values()}
     gemms = [
-        Gemm(f"projection.{name}", batch, seq[0].in_features, seq[0].out_features, bias=True,
-             input_grad=False)
-        for name, seq in model.projection.dense.items()
+        Gemm(name, batch, m.in_features, m.out_features, bias=m.bias is not None,
+             input_grad=m not in first)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
     ]
-    groups = len(model.config.groups)
-    width = model.config.width
+    for i, v in enumerate(model.cross.V):
+        rank, flat = v.shape  # V is [r, N]; U ([N, r]) maps back
+        gemms += [Gemm(f"cross.V.{i}", batch, flat, rank), Gemm(f"cross.U.{i}", batch, rank, flat)]
+    groups, width = len(model.config.groups), model.config.width
     # The pairwise interaction: groups [B, G, W] @ groups^T [B, W, G], both operands trained.
     gemms.append(Gemm("interaction.bmm", groups, width, groups, batch=batch))
-    for i, v in enumerate(model.cross.V):
-        rank, flat = v.shape  # V is [r, N]; U, its transpose's shape, maps back
-        gemms += [Gemm(f"cross.{i}.V", batch, flat, rank), Gemm(f"cross.{i}.U", batch, rank, flat)]
-    linears = [m for m in model.body.modules() if isinstance(m, nn.Linear)]
-    gemms += [Gemm(f"mlp.{i}", batch, m.in_features, m.out_features, bias=True)
-              for i, m in enumerate(linears)]
-    gemms += [Gemm(f"head.{task}", batch, head.in_features, head.out_features, bias=True)
-              for task, head in model.heads.heads.items()]
     return gemms
 
 
@@ -211,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--emb-dim", type=int, default=BLIP_BASE_DIM,
                    help="image/text embedding width (256 BLIP base, 64 the tiny placeholder)")
+    # Defaults of the training asset (defs/training.py): width 128, an ensemble of 3 networks.
+    p.add_argument("--width", type=int, default=128, help="common width W of the groups")
+    p.add_argument("--members", type=int, default=3, help="networks in the scored ensemble")
     p.add_argument("--rows", type=int, default=20_000, help="synthetic rows (80%% trained on)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-sizes", default="256,1024")
@@ -225,19 +231,22 @@ def main(argv: list[str] | None = None) -> int:
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     dense = {"image_emb": args.emb_dim, "text_emb": args.emb_dim, "creator": len(CREATOR_FEATURES)}
-    config = ModelConfig(dense_dims=dense, cat_cardinalities=dict(CATEGORICAL))
+    # `fit` trains one network; the ensemble is `members` such fits, scored together.
+    config = ModelConfig(dense_dims=dense, cat_cardinalities=dict(CATEGORICAL), width=args.width)
     data = make_synthetic(args.rows, seed=0, dense_dims=dense, cat_cardinalities=CATEGORICAL)
     split = int(0.8 * args.rows)
     train, val = data.subset(slice(0, split)), data.subset(slice(split, None))
     to_score = make_synthetic(args.score_rows, seed=1, dense_dims=dense,
                               cat_cardinalities=CATEGORICAL)
-    scorer = fit(config, TrainConfig(max_epochs=1, device=args.device), train, val)
+    scorer = fit_ensemble(replace(config, members=args.members),
+                          TrainConfig(max_epochs=1, device=args.device), train, val)
 
     torch.manual_seed(0)
     model = QualityModel(config)
     print(f"model: groups {dict(dense)} + {dict(CATEGORICAL)}, width {config.width}, "
           f"cross {config.cross_layers}x rank {config.cross_rank}, mlp {config.mlp}; "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+          f"{sum(p.numel() for p in model.parameters()):,} parameters per network; "
+          f"scored as an ensemble of {args.members}")
     for b in batch_sizes:
         gemms = model_gemms(model, b)
         ours = sum(m.train_flops for m in gemms)
@@ -278,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {k: statistics.median(v) for k, v in results.items()}
     threads_seen = sorted({t for t, _ in med})
-    print(f"\nmedians of {args.rounds} rounds ({args.epochs} epochs of {split:,} rows per fit)")
+    print(f"\nmedians of {args.rounds} rounds ({args.epochs} epochs of {split:,} rows per fit; "
+          "samples/s of one network: an ensemble trains `members` times as long)")
     print(f"{'threads':>7s} {'batch':>6s} {'samples/s':>10s} {'train GFLOP/s':>14s} "
           f"{'bare GFLOP/s':>13s} {'roofline':>9s}")
     for t in threads_seen:
@@ -289,11 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             bare = med[(t, f"bare{b}")] / 1e9
             print(f"{t:7d} {b:6d} {rate:10,.0f} {achieved:14.2f} {bare:13.2f} "
                   f"{achieved / bare:9.1%}")
-    print(f"\nscoring: predict at batch {args.score_batch} on {args.score_rows:,} videos; "
-          "'model only' = the forward passes alone on already normalised tensors")
+    print(f"\nscoring: predict at batch {args.score_batch} on {args.score_rows:,} videos with "
+          f"the {args.members}-network ensemble; 'model only' = its forward passes alone on "
+          "already normalised tensors")
     print(f"{'threads':>7s} {'videos/s':>10s} {'normalise s':>12s} {'model only/s':>13s} "
           f"{'fwd GFLOP/s':>12s} {'bare fwd GFLOP/s':>17s} {'roofline':>9s} {'model only':>11s}")
-    fwd_per_video = sum(m.forward_flops for m in model_gemms(model, 1))
+    fwd_per_video = args.members * sum(m.forward_flops for m in model_gemms(model, 1))
     for t in threads_seen:
         rate, model_rate = med[(t, "score")], med[(t, "forward")]
         achieved = rate * fwd_per_video / 1e9
