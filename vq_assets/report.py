@@ -8,6 +8,8 @@ import pyarrow as pa
 from vq_assets.core.evaluation import TASK_STEMS
 from vq_assets.core.features import FULL_MODEL
 from vq_assets.core.lake import Lake
+from vq_assets.core.registry import default_tracking_uri
+from vq_assets.resources import vq_home
 
 # What the production system vq is modelled on reported on its own data (BLIP embeddings only).
 REFERENCE_SPEARMAN = {
@@ -104,7 +106,7 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
         "where to look:",
         "  Dagster UI:  make ui  ->  http://127.0.0.1:3000  (runs, asset graph, metadata, checks)",
         f"  MLflow:      {repo_root}/.venv/bin/mlflow ui --backend-store-uri "
-        f"sqlite:///{repo_root}/.vq/mlflow/mlflow.db --port 5000",
+        f"{default_tracking_uri(vq_home())} --port 5000",
         f"  the lake:    {lake.root}/assets/<asset>/dt=YYYY-MM-DD/part-0.parquet",
     ]
     return "\n".join(out)

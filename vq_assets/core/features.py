@@ -51,7 +51,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "embeddings_only": ("image_emb", "text_emb"),
     "creator_only": ("creator",),
     "both": ("image_emb", "text_emb", "creator"),
-    "both_language_length": ("image_emb", "text_emb", "creator", *CATEGORICAL),
+    "both_language_length": ("image_emb", "text_emb", "creator", "length", *CATEGORICAL),
 }
 FULL_MODEL = "both_language_length"
 
@@ -163,6 +163,8 @@ def to_dataset(table: pa.Table) -> QualityDataset:
         "image_emb": _emb(table.column("image_emb")),
         "text_emb": _emb(table.column("text_emb")),
         "creator": creator_matrix(table),
+        # Continuous length beside its bucket: watch time and full watches scale with it.
+        "length": np.log1p(_col(table, "duration_s"))[:, None].astype(np.float32),
         "language": language_index(table.column("language").to_pylist()),
         "duration_bucket": duration_bucket(_col(table, "duration_s")),
         "hour": np.array([c.hour for c in created], np.int64),
