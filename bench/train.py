@@ -89,11 +89,19 @@ def model_gemms(model: QualityModel, batch: int) -> list[Gemm]:
     nn.Linear, the low-rank cross layers (functional F.linear on V and U) and the pairwise bmm.
     FlopCounterMode checks the list against a real step (see `counted_train_flops`)."""
     # A dense group's first layer reads the data itself: no input gradient to compute.
-    first = {next(m for m in seq.modules() if isinstance(m, nn.Linear))
-             for seq in model.projection.dense.values()}
+    first = {
+        next(m for m in seq.modules() if isinstance(m, nn.Linear))
+        for seq in model.projection.dense.values()
+    }
     gemms = [
-        Gemm(name, batch, m.in_features, m.out_features, bias=m.bias is not None,
-             input_grad=m not in first)
+        Gemm(
+            name,
+            batch,
+            m.in_features,
+            m.out_features,
+            bias=m.bias is not None,
+            input_grad=m not in first,
+        )
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear)
     ]
@@ -199,7 +207,11 @@ def score_breakdown(
 
 
 def train_samples_per_s(
-    config: ModelConfig, train: QualityDataset, val: QualityDataset, batch: int, epochs: int,
+    config: ModelConfig,
+    train: QualityDataset,
+    val: QualityDataset,
+    batch: int,
+    epochs: int,
     device: str,
 ) -> float:
     """Median over epochs of `fit`'s own samples/s (the train loop, not validation)."""
@@ -212,8 +224,12 @@ def train_samples_per_s(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--emb-dim", type=int, default=BLIP_BASE_DIM,
-                   help="image/text embedding width (256 BLIP base, 64 the tiny placeholder)")
+    p.add_argument(
+        "--emb-dim",
+        type=int,
+        default=BLIP_BASE_DIM,
+        help="image/text embedding width (256 BLIP base, 64 the tiny placeholder)",
+    )
     # Defaults of the training asset (defs/training.py): width 128, an ensemble of 3 networks.
     p.add_argument("--width", type=int, default=128, help="common width W of the groups")
     p.add_argument("--members", type=int, default=3, help="networks in the scored ensemble")
@@ -236,28 +252,39 @@ def main(argv: list[str] | None = None) -> int:
     data = make_synthetic(args.rows, seed=0, dense_dims=dense, cat_cardinalities=CATEGORICAL)
     split = int(0.8 * args.rows)
     train, val = data.subset(slice(0, split)), data.subset(slice(split, None))
-    to_score = make_synthetic(args.score_rows, seed=1, dense_dims=dense,
-                              cat_cardinalities=CATEGORICAL)
-    scorer = fit_ensemble(replace(config, members=args.members),
-                          TrainConfig(max_epochs=1, device=args.device), train, val)
+    to_score = make_synthetic(
+        args.score_rows, seed=1, dense_dims=dense, cat_cardinalities=CATEGORICAL
+    )
+    scorer = fit_ensemble(
+        replace(config, members=args.members),
+        TrainConfig(max_epochs=1, device=args.device),
+        train,
+        val,
+    )
 
     torch.manual_seed(0)
     model = QualityModel(config)
-    print(f"model: groups {dict(dense)} + {dict(CATEGORICAL)}, width {config.width}, "
-          f"cross {config.cross_layers}x rank {config.cross_rank}, mlp {config.mlp}; "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters per network; "
-          f"scored as an ensemble of {args.members}")
+    print(
+        f"model: groups {dict(dense)} + {dict(CATEGORICAL)}, width {config.width}, "
+        f"cross {config.cross_layers}x rank {config.cross_rank}, mlp {config.mlp}; "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters per network; "
+        f"scored as an ensemble of {args.members}"
+    )
     for b in batch_sizes:
         gemms = model_gemms(model, b)
         ours = sum(m.train_flops for m in gemms)
         counted = counted_train_flops(model, data, b)
-        print(f"batch {b}: {len(gemms)} GEMMs, {ours / b / 1e6:.3f} MFLOP per sample per step; "
-              f"FlopCounterMode counts {counted / b / 1e6:.3f} (ratio {counted / ours:.3f})")
+        print(
+            f"batch {b}: {len(gemms)} GEMMs, {ours / b / 1e6:.3f} MFLOP per sample per step; "
+            f"FlopCounterMode counts {counted / b / 1e6:.3f} (ratio {counted / ours:.3f})"
+        )
     # The OpenMP wait policy decides whether idle torch threads spin: on cores shared with
     # other jobs, spinning threads can make 2 threads far slower than 1.
-    print(f"torch {torch.__version__}, device {device}, default threads "
-          f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}, "
-          f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"torch {torch.__version__}, device {device}, default threads "
+        f"{torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')!r}, "
+        f"{os.cpu_count()} CPUs, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
     # results[(threads, what)] -> list over rounds
     results: dict[tuple[int, str], list[float]] = {}
@@ -269,49 +296,64 @@ def main(argv: list[str] | None = None) -> int:
             for b in batch_sizes:
                 gemms = model_gemms(model, b)
                 results.setdefault((t, f"train{b}"), []).append(
-                    train_samples_per_s(config, train, val, b, args.epochs, args.device))
+                    train_samples_per_s(config, train, val, b, args.epochs, args.device)
+                )
                 results.setdefault((t, f"bare{b}"), []).append(
-                    sum(m.train_flops for m in gemms) / bare_gemm_seconds(gemms, device, True))
+                    sum(m.train_flops for m in gemms) / bare_gemm_seconds(gemms, device, True)
+                )
             started = time.perf_counter()
             predict(scorer.model, scorer.normalizer, to_score, batch_size=args.score_batch)
             synchronize(device)
             results.setdefault((t, "score"), []).append(
-                args.score_rows / (time.perf_counter() - started))
+                args.score_rows / (time.perf_counter() - started)
+            )
             normalise_s, forward_s = score_breakdown(scorer, to_score, args.score_batch, device)
             results.setdefault((t, "normalise_s"), []).append(normalise_s)
             results.setdefault((t, "forward"), []).append(args.score_rows / forward_s)
             gemms = model_gemms(model, args.score_batch)
             results.setdefault((t, "bare_fwd"), []).append(
-                sum(m.forward_flops for m in gemms) / bare_gemm_seconds(gemms, device, False))
+                sum(m.forward_flops for m in gemms) / bare_gemm_seconds(gemms, device, False)
+            )
         print(f"  round {r + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
     threads_seen = sorted({t for t, _ in med})
-    print(f"\nmedians of {args.rounds} rounds ({args.epochs} epochs of {split:,} rows per fit; "
-          "samples/s of one network: an ensemble trains `members` times as long)")
-    print(f"{'threads':>7s} {'batch':>6s} {'samples/s':>10s} {'train GFLOP/s':>14s} "
-          f"{'bare GFLOP/s':>13s} {'roofline':>9s}")
+    print(
+        f"\nmedians of {args.rounds} rounds ({args.epochs} epochs of {split:,} rows per fit; "
+        "samples/s of one network: an ensemble trains `members` times as long)"
+    )
+    print(
+        f"{'threads':>7s} {'batch':>6s} {'samples/s':>10s} {'train GFLOP/s':>14s} "
+        f"{'bare GFLOP/s':>13s} {'roofline':>9s}"
+    )
     for t in threads_seen:
         for b in batch_sizes:
             per_sample = sum(m.train_flops for m in model_gemms(model, b)) / b
             rate = med[(t, f"train{b}")]
             achieved = rate * per_sample / 1e9
             bare = med[(t, f"bare{b}")] / 1e9
-            print(f"{t:7d} {b:6d} {rate:10,.0f} {achieved:14.2f} {bare:13.2f} "
-                  f"{achieved / bare:9.1%}")
-    print(f"\nscoring: predict at batch {args.score_batch} on {args.score_rows:,} videos with "
-          f"the {args.members}-network ensemble; 'model only' = its forward passes alone on "
-          "already normalised tensors")
-    print(f"{'threads':>7s} {'videos/s':>10s} {'normalise s':>12s} {'model only/s':>13s} "
-          f"{'fwd GFLOP/s':>12s} {'bare fwd GFLOP/s':>17s} {'roofline':>9s} {'model only':>11s}")
+            print(
+                f"{t:7d} {b:6d} {rate:10,.0f} {achieved:14.2f} {bare:13.2f} {achieved / bare:9.1%}"
+            )
+    print(
+        f"\nscoring: predict at batch {args.score_batch} on {args.score_rows:,} videos with "
+        f"the {args.members}-network ensemble; 'model only' = its forward passes alone on "
+        "already normalised tensors"
+    )
+    print(
+        f"{'threads':>7s} {'videos/s':>10s} {'normalise s':>12s} {'model only/s':>13s} "
+        f"{'fwd GFLOP/s':>12s} {'bare fwd GFLOP/s':>17s} {'roofline':>9s} {'model only':>11s}"
+    )
     fwd_per_video = args.members * sum(m.forward_flops for m in model_gemms(model, 1))
     for t in threads_seen:
         rate, model_rate = med[(t, "score")], med[(t, "forward")]
         achieved = rate * fwd_per_video / 1e9
         bare = med[(t, "bare_fwd")] / 1e9
-        print(f"{t:7d} {rate:10,.0f} {med[(t, 'normalise_s')]:12.2f} {model_rate:13,.0f} "
-              f"{achieved:12.2f} {bare:17.2f} {achieved / bare:9.1%} "
-              f"{model_rate * fwd_per_video / 1e9 / bare:11.1%}")
+        print(
+            f"{t:7d} {rate:10,.0f} {med[(t, 'normalise_s')]:12.2f} {model_rate:13,.0f} "
+            f"{achieved:12.2f} {bare:17.2f} {achieved / bare:9.1%} "
+            f"{model_rate * fwd_per_video / 1e9 / bare:11.1%}"
+        )
     return 0
 
 
