@@ -63,10 +63,11 @@ def _instance():
 def _replay(lake_root: str, start: dt.date, end: dt.date) -> None:
     # Resources read VQ_LAKE when the code location loads: set it first.
     os.environ["VQ_LAKE"] = lake_root
-    from vq_assets.definitions import defs
+    from vq_assets.definitions import build_definitions
     from vq_assets.partitions import TRAIN_WEEKS
     from vq_assets.replay import Replay
 
+    defs = build_definitions()
     instance = _instance()
     replay = Replay(defs, instance, _lake(lake_root), train_days=7 * TRAIN_WEEKS)
     print(f"replaying {start}..{end} on {lake_root} (Dagster instance {instance.root_directory})")

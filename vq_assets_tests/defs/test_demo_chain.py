@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from vq_assets.core import registry
 from vq_assets.core.lake import Lake
 from vq_assets.core.simulator import simulate_local
+from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
 from vq_assets.replay import Replay
 
@@ -23,11 +23,10 @@ def replayed(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "lake"
     start = dt.date.fromisoformat(START_DATE)
     simulate_local(root, start, 26, 40, seed=3)
-    os.environ["VQ_LAKE"] = str(root)
-    from vq_assets.definitions import defs  # resources read VQ_LAKE when built
-
-    resources = dict(defs.resources)
-    assert resources["lake"].root == str(root)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VQ_LAKE", str(root))
+        defs = build_definitions()  # resources read VQ_LAKE when built
+    assert defs.resources["lake"].root == str(root)
     instance = dg.DagsterInstance.ephemeral()
     lake = Lake.local(root)
     replay = Replay(defs, instance, lake, train_days=28, min_train_days=10, log=lambda _: None)
