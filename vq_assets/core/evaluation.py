@@ -48,10 +48,14 @@ class ModelShape:
 
 
 def model_config(
-    dataset: QualityDataset, groups: tuple[str, ...], shape: ModelShape
+    dataset: QualityDataset,
+    groups: tuple[str, ...],
+    shape: ModelShape,
+    cardinalities: dict[str, int] = CATEGORICAL,
 ) -> ModelConfig:
+    """The network for `groups` of `dataset`: 2-D groups are dense, the others categorical."""
     dense = {g: dataset.features[g].shape[1] for g in groups if dataset.features[g].ndim == 2}
-    cats = {g: CATEGORICAL[g] for g in groups if g in CATEGORICAL}
+    cats = {g: cardinalities[g] for g in groups if dataset.features[g].ndim == 1}
     return ModelConfig(
         dense_dims=dense,
         cat_cardinalities=cats,

@@ -27,7 +27,13 @@ import pyarrow.compute as pc
 import torch
 
 from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.evaluation import NAN_LOSSES, TASK_STEMS, ModelShape, gbdt_baseline
+from vq_assets.core.evaluation import (
+    NAN_LOSSES,
+    TASK_STEMS,
+    ModelShape,
+    gbdt_baseline,
+    model_config,
+)
 from vq_assets.core.features import TASKS
 from vq_assets.core.kuairand import (
     EXTRAS_TABLE,
@@ -38,9 +44,8 @@ from vq_assets.core.kuairand import (
 )
 from vq_assets.core.lake import PART_FILE, SUCCESS_MARKER, Lake, LakeError
 from vq_assets.core.metrics import mae, spearman, task_metrics
-from vq_assets.core.model import ModelConfig
 from vq_assets.core.sql import connect
-from vq_assets.core.train import QualityDataset, TrainConfig, evaluate, fit
+from vq_assets.core.train import QualityDataset, TrainConfig, evaluate, fit_ensemble
 
 RESULTS_PATH = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
 SECTION = "## real data: KuaiRand-Pure"
@@ -433,23 +438,12 @@ def evaluate_real(
     data, cards = build_features(rows, train, top_tags)
     test = data.subset(test_mask)
 
-    dense = {g: x.shape[1] for g, x in data.features.items() if x.ndim == 2}
-    shape = ModelShape()
-    config = ModelConfig(
-        dense_dims=dense,
-        cat_cardinalities=cards,
-        width=shape.width,
-        cross_layers=shape.cross_layers,
-        cross_rank=shape.cross_rank,
-        mlp=shape.mlp,
-        dropout=shape.dropout,
-        tasks=TASKS,
-    )
+    config = model_config(data, tuple(data.features), ModelShape(), cards)
     cfg = TrainConfig(batch_size=256, max_epochs=max_epochs, patience=patience, seed=seed)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = fit(config, cfg, data.subset(train), data.subset(val))
+        result = fit_ensemble(config, cfg, data.subset(train), data.subset(val))
         ev = evaluate(result.model, result.normalizer, test)
     finally:
         torch.set_num_threads(old_threads)
@@ -492,7 +486,7 @@ def evaluate_real(
             for s in ("train", "validation", "test")
         },
         test_with_prior=int(with_prior.sum()),
-        feature_groups={**dense, **cards},
+        feature_groups={**config.dense_dims, **cards},
         metrics={m: _metrics(predictions[m], test, losses[m]) for m in METHODS},
         metrics_with_prior={
             m: _metrics(
@@ -505,7 +499,7 @@ def evaluate_real(
         ),
         test_median_plays=float(np.median(test.plays)),
         best_epoch=result.best_epoch,
-        epochs_run=len(result.history),
+        epochs_run=int(max(h["epoch"] for h in result.history)),
         seconds=time.perf_counter() - start,
     )
 

@@ -42,33 +42,8 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from PIL import Image
 
-UTC_TS = pa.timestamp("us", tz="UTC")
-
-VIDEOS_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("creator_id", pa.string()),
-        ("created_at", UTC_TS),
-        ("duration_s", pa.float64()),
-        ("language", pa.string()),
-        ("caption", pa.string()),
-        ("video_uri", pa.string()),
-        ("thumbnail_uri", pa.string()),
-        ("creator_followers", pa.int64()),
-    ]
-)
-
-WATCH_EVENTS_SCHEMA = pa.schema(
-    [
-        ("video_id", pa.string()),
-        ("user_id", pa.string()),
-        ("event_ts", UTC_TS),
-        ("watch_time_s", pa.float64()),
-        ("liked", pa.bool_()),
-        ("commented", pa.bool_()),
-        ("shared", pa.bool_()),
-    ]
-)
+from vq_assets.core.contract import UTC_TS, VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
+from vq_assets.core.lake import SUCCESS_MARKER
 
 TRUTH_SCHEMA = pa.schema(
     [
@@ -93,8 +68,8 @@ TRUTH_SCHEMA = pa.schema(
     ]
 )
 
+# Landing files are named the way an export job would; derived assets use lake.PART_FILE.
 PART_FILE = "part-00000.parquet"
-SUCCESS_MARKER = "_SUCCESS"
 EVENT_ROW_GROUP = 1_000_000
 
 TOPICS = ("dance", "talking_head", "cooking", "pets", "gaming", "travel", "comedy", "sports")
