@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from vq_assets.core import registry
 from vq_assets.core.features import label_days_for_week
 from vq_assets.core.labels import WINDOW_DAYS, shift
 from vq_assets.defs.automation import (
@@ -23,7 +24,6 @@ from vq_assets.defs.automation import (
     RETRAIN_ASSETS,
     SCORING_ASSETS,
 )
-from vq_assets.defs.training import production_as_of
 from vq_assets.partitions import START_DATE
 
 # A week is retrained only when this many label days are complete at its start.
@@ -88,7 +88,7 @@ class Replay:
                     f"(< {self.min_train_days}), "
                     "no retraining yet"
                 )
-        scoring = SCORING_ASSETS if production_as_of(self.lake, shift(day, 1)) else []
+        scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
         self._run("daily_chain", day, FEATURE_ASSETS + scoring)
         closed = shift(day, -WINDOW_DAYS)
         if closed >= START_DATE:

@@ -25,9 +25,22 @@ from vq_assets.core.features import (
     groups_for,
     to_dataset,
 )
-from vq_assets.core.metrics import COUNT_TASK_STEMS, SKIP_RATE_STEM, spearman, task_metrics
+from vq_assets.core.metrics import (
+    COUNT_TASK_STEMS,
+    SKIP_RATE_STEM,
+    mean_spearman,
+    spearman,
+    task_metrics,
+)
 from vq_assets.core.model import ModelConfig
-from vq_assets.core.train import FitResult, QualityDataset, TrainConfig, evaluate, fit_ensemble
+from vq_assets.core.train import (
+    FitResult,
+    LoadedModel,
+    QualityDataset,
+    TrainConfig,
+    evaluate,
+    fit_ensemble,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +106,12 @@ def test_metrics(result: FitResult, test: QualityDataset) -> tuple[dict[str, flo
     """The §6 metric table on the test rows, and the predictions behind it."""
     ev = evaluate(result.model, result.normalizer, test)
     return task_metrics(ev.predictions, test.targets, test.plays, ev.losses), ev.predictions
+
+
+def mean_test_spearman(model: LoadedModel, test: QualityDataset) -> float:
+    """The promotion gate's score: mean Spearman over the four tasks on `test`."""
+    ev = evaluate(model.model, model.normalizer, test)
+    return mean_spearman(task_metrics(ev.predictions, test.targets, test.plays, ev.losses))
 
 
 def creator_mean_baseline(table: pa.Table, train_rows: np.ndarray) -> dict[str, np.ndarray]:

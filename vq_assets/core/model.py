@@ -265,9 +265,7 @@ class QualityModel(nn.Module):
         self.config = config
         num_groups = len(config.groups)
         flat = num_groups * config.width
-        self.projection = GroupProjection(
-            config.dense_dims, config.cat_cardinalities, config.width
-        )
+        self.projection = GroupProjection(config.dense_dims, config.cat_cardinalities, config.width)
         self.interaction = PairwiseInteraction(num_groups)
         self.cross = LowRankCrossNet(flat, config.cross_layers, config.cross_rank)
         self.body = MLP(flat + self.interaction.out_features, config.mlp, config.dropout)

@@ -14,6 +14,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake import Lake
+from vq_assets.core.train import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,25 @@ def production_version(client: MlflowClient) -> int | None:
         return int(client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def load_version(lake: Lake, version: int) -> LoadedModel:
+    """Model version `version`, loaded from its lake copy."""
+    with fetch_from_lake(lake, version) as directory:
+        return load_model(directory)
+
+
+def production_as_of(lake: Lake, before: str) -> dict | None:
+    """The record of the latest promoted model among the quality_model weeks before `before`.
+
+    Read from the quality_model partitions in the lake rather than the registry alias, so that
+    a replay or a backfill sees the model that was production then, not the one of today.
+    """
+    latest = None
+    for week in lake.list_days(lake.asset_dir("quality_model")):
+        if week >= before:
+            continue
+        record = lake.read_table(lake.asset_file("quality_model", week)).to_pylist()[0]
+        if record["promoted"]:
+            latest = record
+    return latest

@@ -120,8 +120,10 @@ def infer_groups(dataset: QualityDataset) -> tuple[dict[str, int], dict[str, int
         elif values.ndim == 1 and np.issubdtype(values.dtype, np.integer):
             cats[name] = int(values.max()) + 1 if len(values) else 1
         else:
-            raise ValueError(f"group {name!r}: expected [n, d] float or [n] int, got "
-                             f"{values.dtype} {values.shape}")
+            raise ValueError(
+                f"group {name!r}: expected [n, d] float or [n] int, got "
+                f"{values.dtype} {values.shape}"
+            )
     return dense, cats
 
 
@@ -619,9 +621,7 @@ def fit(
         model = QualityModel(model_config)
         model.init_head_bias(_head_bias(train, tasks))
         model.to(device)
-        optimizer = torch.optim.AdamW(
-            _param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr
-        )
+        optimizer = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr)
         scaler = torch.amp.GradScaler("cuda", enabled=train_cfg.precision == "fp16")
         fingerprint = _fingerprint(model_config, train_cfg, normalizer)
         ckpt_dir = train_cfg.checkpoint_dir
@@ -636,11 +636,18 @@ def fit(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         sampler = GlobalBatchSampler(
-            len(train_rows), train_cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-            shuffle=True, seed=train_cfg.seed,
+            len(train_rows),
+            train_cfg.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            shuffle=True,
+            seed=train_cfg.seed,
         )
         val_sampler = GlobalBatchSampler(
-            len(val_rows), train_cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+            len(val_rows),
+            train_cfg.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
             shuffle=False,
         )
         train_loader = _loader(train_rows, sampler, train_cfg.num_workers, device)
@@ -652,8 +659,14 @@ def fit(
             torch.manual_seed(_epoch_seed(train_cfg.seed, epoch, ctx.rank))
             start = time.perf_counter()
             train_losses, rows = _train_epoch(
-                ddp_model, train_loader, optimizer, scaler, tasks, device,
-                train_cfg.precision, ctx,
+                ddp_model,
+                train_loader,
+                optimizer,
+                scaler,
+                tasks,
+                device,
+                train_cfg.precision,
+                ctx,
             )
             train_time = time.perf_counter() - start
             val_losses = _eval_losses(model, val_loader, tasks, device, train_cfg.precision, ctx)
@@ -669,7 +682,9 @@ def fit(
             state.history.append(record)
             if record["val_loss"] < state.best_val_loss:  # NaN never counts as an improvement
                 state.best_val_loss, state.best_epoch, state.bad_epochs = (
-                    record["val_loss"], epoch, 0
+                    record["val_loss"],
+                    epoch,
+                    0,
                 )
                 state.best_state = {
                     k: v.detach().cpu().clone() for k, v in model.state_dict().items()
@@ -686,8 +701,13 @@ def fit(
             if ctx.rank == 0:
                 logger.info(
                     "epoch %d/%d train_loss=%.4f val_loss=%.4f (best %.4f @ %d) %.0f samples/s",
-                    epoch, train_cfg.max_epochs, record["train_loss"], record["val_loss"],
-                    state.best_val_loss, state.best_epoch, record["samples_per_s"],
+                    epoch,
+                    train_cfg.max_epochs,
+                    record["train_loss"],
+                    record["val_loss"],
+                    state.best_val_loss,
+                    state.best_epoch,
+                    record["samples_per_s"],
                 )
                 if on_epoch is not None:
                     on_epoch(record)
@@ -874,8 +894,11 @@ def make_synthetic(
     full = rng.binomial(plays - skips, 1 / (1 + np.exp(0.5 + 0.8 * skippiness)))
     # Length is known at creation (duration_bucket); watch time scales with it.
     bucket_card = cat_cardinalities.get("duration_bucket")
-    position = rng.random(n) if bucket_card is None else (
-        features["duration_bucket"] + rng.random(n)) / bucket_card
+    position = (
+        rng.random(n)
+        if bucket_card is None
+        else (features["duration_bucket"] + rng.random(n)) / bucket_card
+    )
     duration = 5.0 + 50.0 * position
     has_plays = plays > 0
     avg_watch = duration / (1 + np.exp(skippiness)) * rng.lognormal(0, 0.2, n)
@@ -904,8 +927,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src.add_argument("--data", type=Path, help="dataset .npz written by QualityDataset.save_npz")
     src.add_argument("--synthetic", type=int, metavar="N", help="train on N synthetic rows")
     p.add_argument("--out", type=Path, required=True, help="directory for the saved model")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="last fraction of the (time-ordered) rows held out for validation")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="last fraction of the (time-ordered) rows held out for validation",
+    )
     p.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global")
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -933,9 +960,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     train_cfg = TrainConfig(
-        lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
-        max_epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device,
-        precision=args.precision, checkpoint_dir=args.checkpoint_dir,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        checkpoint_dir=args.checkpoint_dir,
         num_workers=args.num_workers,
     )
     started_group = False
@@ -944,23 +977,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         dist.init_process_group(backend)
         started_group = True
     try:
-        data = (make_synthetic(args.synthetic, seed=args.seed) if args.synthetic is not None
-                else QualityDataset.load_npz(args.data))
+        data = (
+            make_synthetic(args.synthetic, seed=args.seed)
+            if args.synthetic is not None
+            else QualityDataset.load_npz(args.data)
+        )
         dense_dims, cat_cardinalities = infer_groups(data)
         model_config = ModelConfig(
-            dense_dims=dense_dims, cat_cardinalities=cat_cardinalities, width=args.width,
-            cross_layers=args.cross_layers, cross_rank=args.cross_rank,
-            mlp=tuple(int(s) for s in args.mlp.split(",") if s), dropout=args.dropout,
+            dense_dims=dense_dims,
+            cat_cardinalities=cat_cardinalities,
+            width=args.width,
+            cross_layers=args.cross_layers,
+            cross_rank=args.cross_rank,
+            mlp=tuple(int(s) for s in args.mlp.split(",") if s),
+            dropout=args.dropout,
         )
         n_val = max(1, int(round(len(data) * args.val_fraction)))
         split = len(data) - n_val
-        result = fit(model_config, train_cfg, data.subset(slice(0, split)),
-                     data.subset(slice(split, None)))
+        result = fit(
+            model_config, train_cfg, data.subset(slice(0, split)), data.subset(slice(split, None))
+        )
         if _dist_context().rank == 0:
             save_model(args.out, result.model, model_config, result.normalizer)
             (args.out / "history.json").write_text(json.dumps(result.history, indent=2))
-            logger.info("saved model (best epoch %d, val_loss %.4f) to %s",
-                        result.best_epoch, result.best_val_loss, args.out)
+            logger.info(
+                "saved model (best epoch %d, val_loss %.4f) to %s",
+                result.best_epoch,
+                result.best_val_loss,
+                args.out,
+            )
     finally:
         if started_group:
             dist.destroy_process_group()

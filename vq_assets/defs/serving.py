@@ -12,8 +12,6 @@ from vq_assets.core.features import joined_rows
 from vq_assets.core.labels import shift
 from vq_assets.core.lake import PartitionFiles
 from vq_assets.core.scoring import score_videos
-from vq_assets.core.train import load_model
-from vq_assets.defs.training import production_as_of
 from vq_assets.partitions import daily, label_days
 from vq_assets.resources import DuckDBResource, LakeResource
 
@@ -61,7 +59,7 @@ def quality_scores(
     the latest weekly model, trained on labels closed before its week began, that passed the
     promotion gate. Available the same day, long before the video's labels."""
     day, lk = context.partition_key, lake.get_lake()
-    record = production_as_of(lk, shift(day, 1))
+    record = registry.production_as_of(lk, shift(day, 1))
     if record is None:
         raise dg.Failure(
             f"no promoted quality_model exists for a week starting on or before {day}: "
@@ -72,8 +70,7 @@ def quality_scores(
         video_embeddings.register(con, "embeddings")
         creator_features.register(con, "creator")
         rows = joined_rows(con, with_labels=False)
-    with registry.fetch_from_lake(lk, record["model_version"]) as d:
-        model = load_model(d)
+    model = registry.load_version(lk, record["model_version"])
     scores = score_videos(rows, model, record["model_version"], config.weights())
     videos = raw_videos.read(["video_id"]).num_rows
     finite = all(

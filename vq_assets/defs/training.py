@@ -13,8 +13,8 @@ from vq_assets.core import features, registry
 from vq_assets.core.contract import VIDEOS_SCHEMA
 from vq_assets.core.labels import LABELS_SCHEMA
 from vq_assets.core.lake import Lake, PartitionFiles
-from vq_assets.core.metrics import mean_spearman, task_metrics
-from vq_assets.core.train import TrainConfig, evaluate, load_model, save_model
+from vq_assets.core.metrics import mean_spearman
+from vq_assets.core.train import TrainConfig, save_model
 from vq_assets.defs.embeddings import K8S_GPU_TAGS
 from vq_assets.partitions import TRAINING_DAYS, weekly
 from vq_assets.resources import DeviceResource, DuckDBResource, LakeResource, MlflowResource
@@ -112,19 +112,6 @@ class ModelConfig(dg.Config):
         )
 
 
-def production_as_of(lake: Lake, week: str) -> dict | None:
-    """The record of the latest promoted model among the weeks before `week` (or up to and
-    including a day, for scoring), read from the quality_model partitions in the lake."""
-    latest = None
-    for w in lake.list_days(lake.asset_dir("quality_model")):
-        if w >= week:
-            continue
-        record = lake.read_table(lake.asset_file("quality_model", w)).to_pylist()[0]
-        if record["promoted"]:
-            latest = record
-    return latest
-
-
 def _md_table(metrics: dict[str, float]) -> str:
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
@@ -187,17 +174,14 @@ def quality_model(
             version = registry.register_version(
                 client, run.info.run_id, Path(tmp), lk, {"week": week}
             )
-        current = production_as_of(lk, week)
-        current_score = None
-        if current is not None:
-            with registry.fetch_from_lake(lk, current["model_version"]) as d:
-                old = load_model(d)
-            old_ev = evaluate(old.model, old.normalizer, trained.test)
-            current_score = mean_spearman(
-                task_metrics(
-                    old_ev.predictions, trained.test.targets, trained.test.plays, old_ev.losses
-                )
+        current = registry.production_as_of(lk, week)
+        current_score = (
+            None
+            if current is None
+            else ev.mean_test_spearman(
+                registry.load_version(lk, current["model_version"]), trained.test
             )
+        )
         promoted, reason = ev.gate(new_score, current_score, config.gate_tolerance)
         newest = all(w <= week for w in lk.list_days(lk.asset_dir("quality_model")))
         if promoted and newest:
@@ -302,8 +286,7 @@ def model_evaluation(
             if s == "test"
         }
     )
-    with registry.fetch_from_lake(lk, record["model_version"]) as d:
-        loaded = load_model(d)
+    loaded = registry.load_version(lk, record["model_version"])
     full = ev.FitResult(loaded.model, loaded.normalizer, [], 0, float("nan"), {}, False)
     report = ev.evaluate_all(
         table, full, config.shape(), config.train_config(device, None), _truth(lk, test_days)
