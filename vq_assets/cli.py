@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
     p.add_argument("--start", type=_date, default=_date("2026-01-01"))
     p.add_argument("--days", type=int, default=45)
-    p.add_argument("--videos-per-day", type=int, default=300)
+    p.add_argument("--videos-per-day", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
