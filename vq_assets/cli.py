@@ -82,21 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate the default world (unless already there), replay it, print the report."""
-    from vq_assets.core.simulator import simulate
-
     lake = _lake(args.lake)
     end = args.start + dt.timedelta(days=args.days - 1)
     if not lake.day_complete("watch_events", end.isoformat()):
-        print(f"simulating {args.days} days x {args.videos_per_day} videos into {lake.root}")
-        simulate(
-            lake.fs,
-            lake.base,
-            args.start,
-            args.days,
-            args.videos_per_day,
-            args.seed,
-            progress=print,
-        )
+        cmd_simulate(args)
     _replay(args.lake, args.start, end)
     from vq_assets.report import demo_report
 
@@ -168,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=45)
     p.add_argument("--videos-per-day", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False)
 
     p = sub.add_parser("import", help="convert a public data set into the landing zone")
     p.add_argument("source", choices=["kuairand"])
