@@ -67,3 +67,23 @@ def events_by_day(events: list[dict]) -> dict[str, list[dict]]:
     for e in events:
         out.setdefault(e["event_ts"].date().isoformat(), []).append(e)
     return out
+
+
+def reference_aggregate(inside: list[dict], duration: float) -> dict:
+    """The §4 labels of a video from the events counted for it, in plain Python (the
+    independent reference the SQL is tested against)."""
+    plays = len(inside)
+    skips = sum(e["watch_time_s"] < 3.0 for e in inside)
+    likes = sum(e["liked"] is True for e in inside)
+    comments = sum(e["commented"] is True for e in inside)
+    return {
+        "plays": plays,
+        "skips": skips,
+        "full_watches": sum(e["watch_time_s"] >= duration for e in inside),
+        "avg_watch_time_s": sum(e["watch_time_s"] for e in inside) / plays if plays else None,
+        "skip_rate": skips / plays if plays else None,
+        "likes": likes,
+        "comments": comments,
+        "shares": sum(e["shared"] is True for e in inside),
+        "engagement_rate": (likes + comments) / plays if plays else None,
+    }

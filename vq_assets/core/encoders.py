@@ -19,7 +19,7 @@ import shutil
 import string
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +99,28 @@ class VideoEncoder(ABC):
     @abstractmethod
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
         """float32 [B, text_dim], L2-normalised; rows where `text_present` is False are zeros."""
+
+    def _texts_in_batches(
+        self,
+        texts: Sequence[str | None],
+        embed: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+    ) -> np.ndarray:
+        """Tokenise the present texts `batch_size` at a time, `embed` each batch of tokens, and
+        L2-normalise; absent texts stay zero vectors. Needs `tokenizer`, `max_text_tokens`,
+        `device` on the encoder."""
+        out = np.zeros((len(texts), self.text_dim), np.float32)
+        idx = np.flatnonzero(text_present(texts))
+        for i in range(0, len(idx), self.batch_size):
+            rows = idx[i : i + self.batch_size]
+            tok = self.tokenizer(
+                [texts[r] for r in rows],
+                padding=True,
+                truncation=True,
+                max_length=self.max_text_tokens,
+                return_tensors="pt",
+            ).to(self.device)
+            out[rows] = _l2(embed(tok)).cpu().numpy()
+        return out
 
 
 class BlipEncoder(VideoEncoder):
@@ -200,22 +222,13 @@ class BlipEncoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
-        out = np.zeros((len(texts), self.text_dim), np.float32)
-        idx = np.flatnonzero(text_present(texts))
-        for i in range(0, len(idx), self.batch_size):
-            rows = idx[i : i + self.batch_size]
-            tok = self.tokenizer(
-                [texts[r] for r in rows],
-                padding=True,
-                truncation=True,
-                max_length=self.max_text_tokens,
-                return_tensors="pt",
-            ).to(self.device)
+        def embed(tok: Mapping[str, torch.Tensor]) -> torch.Tensor:
             hidden = self.model.text_encoder(
                 input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
             ).last_hidden_state
-            out[rows] = _l2(self.model.text_proj(hidden[:, 0, :])).cpu().numpy()
-        return out
+            return self.model.text_proj(hidden[:, 0, :])
+
+        return self._texts_in_batches(texts, embed)
 
 
 class TextOnlyEncoder(VideoEncoder):
@@ -270,24 +283,14 @@ class TextOnlyEncoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
-        out = np.zeros((len(texts), self.text_dim), np.float32)
-        idx = np.flatnonzero(text_present(texts))
-        for i in range(0, len(idx), self.batch_size):
-            rows = idx[i : i + self.batch_size]
-            tok = self.tokenizer(
-                [texts[r] for r in rows],
-                padding=True,
-                truncation=True,
-                max_length=self.max_text_tokens,
-                return_tensors="pt",
-            ).to(self.device)
+        def embed(tok: Mapping[str, torch.Tensor]) -> torch.Tensor:
             hidden = self.model(
                 input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
             ).last_hidden_state.float()
             mask = tok["attention_mask"].unsqueeze(-1).float()
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[rows] = _l2(mean).cpu().numpy()
-        return out
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        return self._texts_in_batches(texts, embed)
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:

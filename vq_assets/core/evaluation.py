@@ -102,7 +102,9 @@ def train_variant(
     )
 
 
-def test_metrics(result: FitResult, test: QualityDataset) -> tuple[dict[str, float], dict]:
+def test_metrics(
+    result: FitResult | LoadedModel, test: QualityDataset
+) -> tuple[dict[str, float], dict]:
     """The §6 metric table on the test rows, and the predictions behind it."""
     ev = evaluate(result.model, result.normalizer, test)
     return task_metrics(ev.predictions, test.targets, test.plays, ev.losses), ev.predictions
@@ -322,18 +324,10 @@ class Report:
     def table(self, model_version: int) -> pa.Table:
         return pa.Table.from_pylist([{**r, "model_version": model_version} for r in self.rows])
 
-    def pick(self, section: str, metric_suffix: str = "SpearmanCorr") -> dict[str, dict]:
-        """{variant: {metric: value}} of one section, for the metrics ending in the suffix."""
-        out: dict[str, dict] = {}
-        for r in self.rows:
-            if r["section"] == section and r["metric"].endswith(metric_suffix):
-                out.setdefault(r["variant"], {})[r["metric"]] = r["value"]
-        return out
-
 
 def evaluate_all(
     table: pa.Table,
-    full: FitResult,
+    full: LoadedModel,
     shape: ModelShape,
     cfg: TrainConfig,
     truth: pa.Table | None,

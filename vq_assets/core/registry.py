@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pyarrow as pa
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake import Lake
@@ -104,17 +107,32 @@ def load_version(lake: Lake, version: int) -> LoadedModel:
         return load_model(directory)
 
 
-def production_as_of(lake: Lake, before: str) -> dict | None:
-    """The record of the latest promoted model among the quality_model weeks before `before`.
+def promoted_records(lake: Lake) -> list[dict]:
+    """The quality_model records that passed the promotion gate, oldest week first.
 
     Read from the quality_model partitions in the lake rather than the registry alias, so that
     a replay or a backfill sees the model that was production then, not the one of today.
     """
-    latest = None
-    for week in lake.list_days(lake.asset_dir("quality_model")):
-        if week >= before:
-            continue
-        record = lake.read_table(lake.asset_file("quality_model", week)).to_pylist()[0]
-        if record["promoted"]:
-            latest = record
-    return latest
+    records = [
+        lake.read_table(lake.asset_file("quality_model", week)).to_pylist()[0]
+        for week in lake.list_days(lake.asset_dir("quality_model"))
+    ]
+    return [r for r in records if r["promoted"]]
+
+
+def production_as_of(lake: Lake, before: str) -> dict | None:
+    """The record of the latest promoted model among the weeks before `before`."""
+    earlier = [r for r in promoted_records(lake) if r["week"] < before]
+    return earlier[-1] if earlier else None
+
+
+def log_evaluation(rows: list[dict], figures: dict, demo: pa.Table) -> None:
+    """Evaluation tables and plots into the active MLflow run (the model's own run)."""
+    for r in rows:
+        if r["section"] != "model" and np.isfinite(r["value"]):
+            name = f"{r['section']}.{r['variant']}.{r['slice']}.{r['metric']}"
+            # MLflow metric names allow letters, digits, _ - . / and spaces only.
+            mlflow.log_metric(re.sub(r"[^\w\-./ ]", "_", name), r["value"])
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"evaluation/{name}")
+    mlflow.log_table(demo.to_pandas(), "evaluation/demo_lists.json")

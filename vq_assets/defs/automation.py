@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from vq_assets.core import registry
 from vq_assets.core.labels import WINDOW_DAYS, shift
 from vq_assets.partitions import START_DATE, daily, label_days, weekly
 from vq_assets.resources import LakeResource
@@ -74,10 +75,8 @@ def landed_days(lake) -> list[str]:
 def first_model_week(lake) -> str | None:
     """The first week whose `quality_model` passed the promotion gate: days from then on can be
     scored (`quality_scores` uses the latest promoted model as of its day), earlier days never."""
-    for week in lake.list_days(lake.asset_dir("quality_model")):
-        if lake.read_table(lake.asset_file("quality_model", week)).to_pylist()[0]["promoted"]:
-            return week
-    return None
+    promoted = registry.promoted_records(lake)
+    return promoted[0]["week"] if promoted else None
 
 
 def plan_requests(

@@ -70,9 +70,9 @@ def quality_scores(
         video_embeddings.register(con, "embeddings")
         creator_features.register(con, "creator")
         rows = joined_rows(con, with_labels=False)
+        videos = con.sql("SELECT count(*) FROM videos").fetchall()[0][0]
     model = registry.load_version(lk, record["model_version"])
     scores = score_videos(rows, model, record["model_version"], config.weights())
-    videos = raw_videos.read(["video_id"]).num_rows
     finite = all(
         np.isfinite(scores[c].to_numpy()).all()
         for c in ("pred_skips", "pred_avg_watch_time_s", "pred_full_watches", "pred_skip_rate")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 import mlflow
-import numpy as np
 import pyarrow as pa
 
 from vq_assets.core import evaluation as ev
@@ -17,6 +16,7 @@ from vq_assets.core.metrics import mean_spearman
 from vq_assets.core.train import TrainConfig, save_model
 from vq_assets.defs.embeddings import K8S_GPU_TAGS
 from vq_assets.partitions import TRAINING_DAYS, weekly
+from vq_assets.report import evaluation_tables
 from vq_assets.resources import DeviceResource, DuckDBResource, LakeResource, MlflowResource
 
 TRAINING_INS = {
@@ -49,15 +49,13 @@ def training_set(
         creator_features.register(con, "creator")
         video_labels_7d.register(con, "labels", LABELS_SCHEMA)
         rows = features.joined_rows(con, with_labels=True)
+        labelled = con.sql("SELECT count(*) FROM labels").fetchall()[0][0]
     days = [d.isoformat() for d in rows.column("day").to_pylist()]
     split_of = features.split_days(sorted(set(days)))
     table = rows.append_column("split", pa.array([split_of[d] for d in days], pa.string()))
     by_split = {
         s: sum(1 for d in days if split_of[d] == s) for s in ("train", "validation", "test")
     }
-    labelled = sum(
-        video_labels_7d.lake.read_table(f, ["video_id"]).num_rows for f in video_labels_7d.files
-    )
     return dg.Output(
         table,
         metadata={
@@ -224,36 +222,6 @@ def _truth(lake: Lake, days: list[str]) -> pa.Table | None:
     return pa.concat_tables([lake.read_table(f) for f in files]) if files else None
 
 
-def _comparison_md(report: ev.Report) -> str:
-    model = report.pick("model")
-    base = report.pick("baseline")
-    best = report.pick("best_achievable")
-    cols = {
-        "model": model.get(features.FULL_MODEL, {}),
-        **base,
-        **({"best achievable": best["simulator_truth"]} if best else {}),
-    }
-    lines = ["| task (Spearman) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for task, stem in ev.TASK_STEMS.items():
-        key = (
-            f"val_{stem}_SpearmanCorr"
-            if f"val_{stem}_SpearmanCorr" in cols["model"]
-            else f"{stem}_SpearmanCorr"
-        )
-        vals = [c.get(key, c.get(f"{stem}_SpearmanCorr", float("nan"))) for c in cols.values()]
-        lines.append(f"| {task} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-    return "\n".join(lines)
-
-
-def _ablation_md(report: ev.Report) -> str:
-    abl = report.pick("ablation")
-    lines = ["| features | " + " | ".join(ev.TASK_STEMS) + " |", "|---" * 5 + "|"]
-    for variant, m in abl.items():
-        vals = [m[f"val_{s}_SpearmanCorr"] for s in ev.TASK_STEMS.values()]
-        lines.append(f"| {variant} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-    return "\n".join(lines)
-
-
 @dg.asset(
     partitions_def=weekly,
     io_manager_key="lake_io",
@@ -286,26 +254,19 @@ def model_evaluation(
             if s == "test"
         }
     )
-    loaded = registry.load_version(lk, record["model_version"])
-    full = ev.FitResult(loaded.model, loaded.normalizer, [], 0, float("nan"), {}, False)
     report = ev.evaluate_all(
-        table, full, config.shape(), config.train_config(device, None), _truth(lk, test_days)
+        table,
+        registry.load_version(lk, record["model_version"]),
+        config.shape(),
+        config.train_config(device, None),
+        _truth(lk, test_days),
     )
     demo_uri = lk.write_table(lk.asset_dir("model_evaluation_demo", week), report.demo)
     with (
         registry.tracking(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root),
         mlflow.start_run(run_id=record["run_id"]),
     ):
-        for r in report.rows:
-            if r["section"] != "model" and np.isfinite(r["value"]):
-                name = f"{r['section']}.{r['variant']}.{r['slice']}.{r['metric']}"
-                mlflow.log_metric(
-                    name.replace("=", "_").replace("[", "").replace(")", "").replace(",", "-"),
-                    r["value"],
-                )
-        for name, fig in report.figures.items():
-            mlflow.log_figure(fig, f"evaluation/{name}")
-        mlflow.log_table(report.demo.to_pandas(), "evaluation/demo_lists.json")
+        registry.log_evaluation(report.rows, report.figures, report.demo)
     demo_md = report.demo.select(
         ["list", "rank", "pred_skip_rate", "skip_rate", "plays", "caption"]
     ).to_pylist()
@@ -314,8 +275,10 @@ def model_evaluation(
         metadata={
             "model_version": record["model_version"],
             "test_days": dg.MetadataValue.json(test_days),
-            "model_vs_baselines": dg.MetadataValue.md(_comparison_md(report)),
-            "ablation": dg.MetadataValue.md(_ablation_md(report)),
+            # The same tables the demo report prints, from the same rows.
+            "model_vs_baselines_and_ablation": dg.MetadataValue.md(
+                f"```\n{evaluation_tables(report.rows)}\n```"
+            ),
             "demo_lists": dg.MetadataValue.md(
                 "| list | rank | pred skip rate | true skip rate | plays | caption |\n"
                 "|---|---|---|---|---|---|\n"

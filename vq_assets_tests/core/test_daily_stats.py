@@ -13,30 +13,19 @@ from vq_assets.core.contract import VIDEOS, WATCH_EVENTS, ContractError, validat
 from vq_assets.core.labels import LABELS_SCHEMA, shift
 from vq_assets.core.lake import Lake
 from vq_assets.core.sql import connect
-from vq_assets_tests.landing import event, events_by_day, ts, video, write_day
+from vq_assets_tests.landing import (
+    event,
+    events_by_day,
+    reference_aggregate,
+    ts,
+    video,
+    write_day,
+)
 
 DAYS = [f"2026-01-{d:02d}" for d in range(1, 14)]
 LATE = "late"  # created at 23:00: its exact window reaches 23 h into the 8th calendar day
 MIDNIGHT = "midnight"  # created at 00:00: both windows are the same 7 x 24 h
 QUIET = "quiet"  # never played: ratios are null
-
-
-def _labels(inside: list[dict], duration: float) -> dict:
-    plays = len(inside)
-    skips = sum(e["watch_time_s"] < 3.0 for e in inside)
-    likes = sum(e["liked"] is True for e in inside)
-    comments = sum(e["commented"] is True for e in inside)
-    return {
-        "plays": plays,
-        "skips": skips,
-        "full_watches": sum(e["watch_time_s"] >= duration for e in inside),
-        "avg_watch_time_s": sum(e["watch_time_s"] for e in inside) / plays if plays else None,
-        "skip_rate": skips / plays if plays else None,
-        "likes": likes,
-        "comments": comments,
-        "shares": sum(e["shared"] is True for e in inside),
-        "engagement_rate": (likes + comments) / plays if plays else None,
-    }
 
 
 def calendar_reference(v: dict, events: list[dict]) -> dict:
@@ -48,7 +37,7 @@ def calendar_reference(v: dict, events: list[dict]) -> dict:
         for e in events
         if e["video_id"] == v["video_id"] and c <= e["event_ts"] and e["event_ts"].date() <= last
     ]
-    return _labels(inside, v["duration_s"])
+    return reference_aggregate(inside, v["duration_s"])
 
 
 def exact_reference(v: dict, events: list[dict]) -> dict:
@@ -59,7 +48,7 @@ def exact_reference(v: dict, events: list[dict]) -> dict:
         for e in events
         if e["video_id"] == v["video_id"] and c <= e["event_ts"] < c + dt.timedelta(days=7)
     ]
-    return _labels(inside, v["duration_s"])
+    return reference_aggregate(inside, v["duration_s"])
 
 
 def random_world(seed: int) -> tuple[list[dict], list[dict]]:

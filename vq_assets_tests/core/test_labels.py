@@ -10,7 +10,7 @@ import pytest
 from vq_assets.core import labels as core
 from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
 from vq_assets.core.sql import connect
-from vq_assets_tests.landing import event, ts, video
+from vq_assets_tests.landing import event, reference_aggregate, ts, video
 
 DAYS = [f"2026-01-{d:02d}" for d in range(1, 13)]
 
@@ -24,20 +24,8 @@ def reference_labels(videos: list[dict], events: list[dict]) -> dict[str, dict]:
             for e in events
             if e["video_id"] == v["video_id"] and c <= e["event_ts"] < c + dt.timedelta(days=7)
         ]
-        plays = len(inside)
-        skips = sum(e["watch_time_s"] < 3.0 for e in inside)
-        likes = sum(e["liked"] is True for e in inside)
-        comments = sum(e["commented"] is True for e in inside)
         out[v["video_id"]] = {
-            "plays": plays,
-            "skips": skips,
-            "full_watches": sum(e["watch_time_s"] >= d for e in inside),
-            "avg_watch_time_s": sum(e["watch_time_s"] for e in inside) / plays if plays else None,
-            "skip_rate": skips / plays if plays else None,
-            "likes": likes,
-            "comments": comments,
-            "shares": sum(e["shared"] is True for e in inside),
-            "engagement_rate": (likes + comments) / plays if plays else None,
+            **reference_aggregate(inside, d),
             # Anomalies seen by the label: events before c on c's own day (earlier ones belong
             # to days when the video did not exist yet; they count as unknown-video events).
             "early_events": sum(

@@ -37,9 +37,7 @@ def test_group_projection_stacks_dense_then_categorical() -> None:
 def test_pairwise_interaction_is_upper_triangle_of_dot_products() -> None:
     groups = torch.randn(3, 4, 5)
     out = PairwiseInteraction(4)(groups)
-    expected = [
-        (groups[:, i] * groups[:, j]).sum(-1) for i in range(4) for j in range(i + 1, 4)
-    ]
+    expected = [(groups[:, i] * groups[:, j]).sum(-1) for i in range(4) for j in range(i + 1, 4)]
     assert out.shape == (3, 6)
     torch.testing.assert_close(out, torch.stack(expected, dim=1))
     assert PairwiseInteraction(1)(torch.randn(3, 1, 5)).shape == (3, 0)

@@ -30,8 +30,10 @@ from vq_assets.core.train import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = {"dense_dims": {"image_emb": 8, "text_emb": 8, "creator": 4},
-         "cat_cardinalities": {"language": 5, "duration_bucket": 4}}
+SMALL = {
+    "dense_dims": {"image_emb": 8, "text_emb": 8, "creator": 4},
+    "cat_cardinalities": {"language": 5, "duration_bucket": 4},
+}
 TINY_MODEL = dict(width=8, cross_rank=4, mlp=(16,))
 
 
@@ -107,8 +109,9 @@ def test_fit_is_seeded_and_reports_every_epoch(tiny) -> None:
         assert math.isfinite(records[-1][key]), key
     assert records == a.history
     # the normalizer is fitted on the training rows only
-    np.testing.assert_allclose(a.normalizer.mean["creator"],
-                               np.nanmean(train.features["creator"], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        a.normalizer.mean["creator"], np.nanmean(train.features["creator"], axis=0), rtol=1e-5
+    )
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tiny, tmp_path: Path) -> None:
@@ -120,8 +123,13 @@ def test_resume_after_crash_matches_uninterrupted_run(tiny, tmp_path: Path) -> N
     ckpt = str(tmp_path / "ckpt")
     fit(config, replace(cfg, max_epochs=2, checkpoint_dir=ckpt), train, val)  # "crashes" here
     seen: list[int] = []
-    resumed = fit(config, replace(cfg, checkpoint_dir=ckpt), train, val,
-                  on_epoch=lambda r: seen.append(r["epoch"]))
+    resumed = fit(
+        config,
+        replace(cfg, checkpoint_dir=ckpt),
+        train,
+        val,
+        on_epoch=lambda r: seen.append(r["epoch"]),
+    )
     assert seen == [3, 4]
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
     _assert_same_weights(_weights(straight.model), _weights(resumed.model))
@@ -132,10 +140,12 @@ def test_resume_after_crash_matches_uninterrupted_run(tiny, tmp_path: Path) -> N
 
 def test_early_stopping_restores_the_best_epoch(tiny) -> None:
     train, val, config = tiny
-    noisy_val = replace(val, targets={k: np.random.default_rng(0).permutation(v)
-                                      for k, v in val.targets.items()})
-    result = fit(config, TrainConfig(lr=2e-2, batch_size=32, max_epochs=30, patience=2),
-                 train, noisy_val)
+    noisy_val = replace(
+        val, targets={k: np.random.default_rng(0).permutation(v) for k, v in val.targets.items()}
+    )
+    result = fit(
+        config, TrainConfig(lr=2e-2, batch_size=32, max_epochs=30, patience=2), train, noisy_val
+    )
     assert result.stopped_early and len(result.history) == result.best_epoch + 2
     val_losses = [h["val_loss"] for h in result.history]
     assert result.best_val_loss == min(val_losses) == val_losses[result.best_epoch - 1]
@@ -148,7 +158,10 @@ def test_save_load_round_trip_gives_identical_predictions(tiny, tmp_path: Path) 
     result = fit(config, TrainConfig(batch_size=64, max_epochs=1), train, val)
     save_model(tmp_path, result.model, config, result.normalizer)
     assert {p.name for p in tmp_path.iterdir()} == {
-        "model.safetensors", "config.json", "normalizer.json"}
+        "model.safetensors",
+        "config.json",
+        "normalizer.json",
+    }
     loaded = load_model(tmp_path)
     assert loaded.config == config
     unlabelled = QualityDataset(features=val.features)  # scoring needs no labels
@@ -168,8 +181,7 @@ def test_model_learns_synthetic_targets() -> None:
     dense, cats = infer_groups(data)
     config = ModelConfig(dense, cats, width=32, mlp=(64,), dropout=0.0)
     train, val = data.subset(slice(0, 2400)), data.subset(slice(2400, None))
-    result = fit(config, TrainConfig(lr=3e-3, batch_size=128, max_epochs=6, patience=2),
-                 train, val)
+    result = fit(config, TrainConfig(lr=3e-3, batch_size=128, max_epochs=6, patience=2), train, val)
     ev = evaluate(result.model, result.normalizer, val)
     metrics = task_metrics(ev.predictions, val.targets, val.plays, ev.losses)
     assert mean_spearman(metrics) > 0.8, metrics
@@ -189,21 +201,66 @@ def test_main_smoke_on_npz(tmp_path: Path) -> None:
     data = make_synthetic(120, seed=0, **SMALL)
     data.save_npz(tmp_path / "set.npz")
     out = tmp_path / "model"
-    assert main(["--data", str(tmp_path / "set.npz"), "--out", str(out), "--epochs", "1",
-                 "--batch-size", "32", "--width", "8", "--mlp", "16"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tmp_path / "set.npz"),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--width",
+                "8",
+                "--mlp",
+                "16",
+            ]
+        )
+        == 0
+    )
     loaded = load_model(out)
     assert loaded.config.dense_dims == SMALL["dense_dims"]
     assert len(json.loads((out / "history.json").read_text())) == 1
 
 
 def test_torchrun_two_ranks_match_one_process(tmp_path: Path) -> None:
-    args = ["--synthetic", "400", "--epochs", "2", "--batch-size", "64", "--dropout", "0",
-            "--width", "16", "--mlp", "32", "--seed", "4"]
+    args = [
+        "--synthetic",
+        "400",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--dropout",
+        "0",
+        "--width",
+        "16",
+        "--mlp",
+        "32",
+        "--seed",
+        "4",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "vq_assets.core.train", *args, "--out", str(tmp_path / "ddp")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "vq_assets.core.train",
+            *args,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     main([*args, "--out", str(tmp_path / "single")])
