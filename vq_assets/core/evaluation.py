@@ -57,7 +57,8 @@ class ModelShape:
     cross_rank: int = 16
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
-    members: int = 3
+    members: int = 5
+    watch_time_prior_plays: float = 20.0
 
 
 def model_config(
@@ -79,6 +80,7 @@ def model_config(
         dropout=shape.dropout,
         tasks=TASKS,
         members=shape.members,
+        watch_time_prior_plays=shape.watch_time_prior_plays,
     )
 
 

@@ -52,6 +52,11 @@ class ModelConfig:
         dropout: dropout after each MLP layer.
         tasks: which heads to build (subset of ``TASK_KINDS``).
         members: how many independently seeded networks ``build_model`` averages (1 = one).
+        watch_time_prior_plays: k in the weight ``plays / (plays + k)`` of a video's
+            avg_watch_time_s loss. The label is a mean over the video's plays, so with few plays
+            it is mostly sampling noise; weighting by the inverse of its variance, ``between +
+            within / plays``, is this weight with k = within / between. 0 weighs every video
+            equally.
     """
 
     dense_dims: dict[str, int] = field(default_factory=dict)
@@ -63,10 +68,15 @@ class ModelConfig:
     dropout: float = 0.1
     tasks: tuple[str, ...] = DEFAULT_TASKS
     members: int = 1
+    watch_time_prior_plays: float = 0.0
 
     def __post_init__(self) -> None:
         if self.members < 1:
             raise ValueError(f"members must be >= 1, not {self.members}")
+        if self.watch_time_prior_plays < 0:
+            raise ValueError(
+                f"watch_time_prior_plays must be >= 0, not {self.watch_time_prior_plays}"
+            )
         if not self.dense_dims and not self.cat_cardinalities:
             raise ValueError("ModelConfig needs at least one feature group")
         overlap = set(self.dense_dims) & set(self.cat_cardinalities)
@@ -321,13 +331,15 @@ def loss_terms(
     outputs: Mapping[str, torch.Tensor],
     targets: Mapping[str, torch.Tensor],
     plays: torch.Tensor,
+    watch_time_prior_plays: float = 0.0,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-task ``(summed loss, weight)`` over a batch; the task loss is ``sum / weight``.
 
     Returned as sums rather than means so that losses can be reduced over several batches or
     ranks exactly (a data-parallel step divides every rank's sum by the *global* weight).
 
-    - log1p tasks: squared error of ``log1p(target)``; weight = number of non-null rows.
+    - log1p tasks: squared error of ``log1p(target)``; weight = number of non-null rows, except
+      avg_watch_time_s with ``watch_time_prior_plays`` k > 0: ``plays / (plays + k)`` per row.
     - skip_rate: ``-(skips log p + (plays - skips) log(1 - p))`` = ``plays * BCE(p, rate)``;
       weight = total plays, i.e. the loss is the binomial NLL per play.
 
@@ -338,6 +350,7 @@ def loss_terms(
         outputs: ``{task: [B]}`` training-space outputs.
         targets: ``{task: [B]}`` natural-unit float targets, NaN for null.
         plays: ``[B]`` play counts.
+        watch_time_prior_plays: see ``ModelConfig``.
     """
     terms = {}
     for task, out in outputs.items():
@@ -346,8 +359,10 @@ def loss_terms(
         clean = torch.where(valid, target, torch.zeros_like(target))
         out = out.float()
         if TASK_KINDS[task] == "log1p":
-            weight = valid.float()
             per_row = (out - torch.log1p(clean)) ** 2
+            weight = valid.float()
+            if task == "avg_watch_time_s" and watch_time_prior_plays > 0:
+                weight = weight * plays.float() / (plays.float() + watch_time_prior_plays)
         else:
             weight = torch.where(valid, plays.float(), torch.zeros_like(clean))
             per_row = F.binary_cross_entropy_with_logits(out, clean, reduction="none")

@@ -127,19 +127,37 @@ def infer_groups(dataset: QualityDataset) -> tuple[dict[str, int], dict[str, int
     return dense, cats
 
 
+# Whitening regulariser: eigenvalues below WHITEN_EPS * the largest are not blown up to unit
+# variance, so near-degenerate directions of an embedding stay small instead of becoming noise.
+WHITEN_EPS = 1e-3
+
+
 @dataclass
 class FeatureNormalizer:
-    """Per-column standardisation of the dense groups, fitted on training rows only.
+    """Per-column standardisation of the dense groups, and optional whitening, fitted on training
+    rows only.
 
     NaN-safe: statistics ignore NaN, and a NaN feature becomes 0 (the training mean) after
     ``transform``. Columns that are constant or all-NaN get std 1 so they pass through as 0.
+
+    A whitened group is standardised, then rotated onto its principal axes and scaled to unit
+    variance per axis (``z @ rotation``, PCA whitening). An embedding whose columns are strongly
+    correlated (a few directions carry most of the variance) is badly conditioned for gradient
+    descent: the directions with little variance are learnt last, after the rest of the network
+    has started to overfit. Whitening lets every direction be learnt at the same pace.
     """
 
     mean: dict[str, np.ndarray]
     std: dict[str, np.ndarray]
+    rotation: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, features: Mapping[str, np.ndarray], groups: Sequence[str]) -> FeatureNormalizer:
+    def fit(
+        cls,
+        features: Mapping[str, np.ndarray],
+        groups: Sequence[str],
+        whiten: Sequence[str] = (),
+    ) -> FeatureNormalizer:
         mean, std = {}, {}
         for name in groups:
             x = np.asarray(features[name], dtype=np.float64)
@@ -151,27 +169,49 @@ class FeatureNormalizer:
             s = np.sqrt(var)
             mean[name] = m
             std[name] = np.where(s > 1e-6, s, 1.0)
-        return cls(mean, std)
+        norm = cls(mean, std)
+        unknown = [g for g in whiten if g not in mean]
+        if unknown:
+            raise ValueError(f"cannot whiten {unknown}: not among the dense groups {list(mean)}")
+        for name in whiten:
+            z = norm._standardise(name, features[name])
+            eigval, eigvec = np.linalg.eigh(z.T @ z / max(len(z), 1))
+            eigval = np.clip(eigval, 0.0, None)
+            norm.rotation[name] = eigvec / np.sqrt(eigval + WHITEN_EPS * max(eigval.max(), 1e-12))
+        return norm
+
+    def _standardise(self, name: str, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float64) - self.mean[name]) / self.std[name]
+        return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
 
     def transform(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Normalised float32 copies of the fitted groups; other groups are passed through."""
         out = dict(features)
-        for name, m in self.mean.items():
-            z = (np.asarray(features[name], dtype=np.float64) - m) / self.std[name]
-            out[name] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        for name in self.mean:
+            z = self._standardise(name, features[name])
+            if name in self.rotation:
+                z = z @ self.rotation[name]
+            out[name] = z.astype(np.float32)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            name: {"mean": self.mean[name].tolist(), "std": self.std[name].tolist()}
-            for name in self.mean
-        }
+        out: dict[str, Any] = {}
+        for name in self.mean:
+            out[name] = {"mean": self.mean[name].tolist(), "std": self.std[name].tolist()}
+            if name in self.rotation:
+                out[name]["rotation"] = self.rotation[name].tolist()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureNormalizer:
         return cls(
             mean={k: np.asarray(v["mean"], dtype=np.float64) for k, v in d.items()},
             std={k: np.asarray(v["std"], dtype=np.float64) for k, v in d.items()},
+            rotation={
+                k: np.asarray(v["rotation"], dtype=np.float64)
+                for k, v in d.items()
+                if "rotation" in v
+            },
         )
 
 
@@ -291,6 +331,7 @@ class TrainConfig:
             gradient scaler).
         checkpoint_dir: if set, a checkpoint is written there every epoch and training resumes
             from it when it exists.
+        whiten: dense groups to whiten (see ``FeatureNormalizer``) when the model uses them.
     """
 
     lr: float = 1e-3
@@ -303,6 +344,7 @@ class TrainConfig:
     precision: Precision = "fp32"
     checkpoint_dir: str | None = None
     num_workers: int = 0
+    whiten: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
@@ -422,12 +464,13 @@ def _train_epoch(
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    tasks: Sequence[str],
+    config: ModelConfig,
     device: torch.device,
     precision: Precision,
     ctx: _Dist,
 ) -> tuple[dict[str, float], int]:
     """One pass over the training rows; returns per-task train losses and the global row count."""
+    tasks = config.tasks
     model.train()
     sums = torch.zeros(len(tasks), device=device)
     weights = torch.zeros(len(tasks), device=device)
@@ -436,7 +479,7 @@ def _train_epoch(
         features, targets, plays = _to_device(batch, device)
         with _autocast(device, precision):
             outputs = model(features)
-        local_sum, local_weight = _stacked_loss_terms(outputs, targets, plays, tasks)
+        local_sum, local_weight = _stacked_loss_terms(outputs, targets, plays, config)
         global_weight = _all_reduce_sum(local_weight.clone(), ctx)
         # Each rank divides its *sum* by the *global* weight; DDP then averages gradients over
         # ranks, so multiplying by world_size yields d(global sum / global weight), exactly the
@@ -458,10 +501,11 @@ def _stacked_loss_terms(
     outputs: Mapping[str, torch.Tensor],
     targets: Mapping[str, torch.Tensor],
     plays: torch.Tensor,
-    tasks: Sequence[str],
+    config: ModelConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``loss_terms`` as two ``[T]`` vectors (sums, weights) in ``tasks`` order."""
-    terms = loss_terms(outputs, targets, plays)
+    """``loss_terms`` as two ``[T]`` vectors (sums, weights) in ``config.tasks`` order."""
+    terms = loss_terms(outputs, targets, plays, config.watch_time_prior_plays)
+    tasks = config.tasks
     return torch.stack([terms[t][0] for t in tasks]), torch.stack([terms[t][1] for t in tasks])
 
 
@@ -489,15 +533,16 @@ def _forward(
 def _eval_losses(
     model: torch.nn.Module,
     loader: DataLoader,
-    tasks: Sequence[str],
+    config: ModelConfig,
     device: torch.device,
     precision: Precision,
     ctx: _Dist,
 ) -> dict[str, float]:
+    tasks = config.tasks
     sums = torch.zeros(len(tasks), device=device)
     weights = torch.zeros(len(tasks), device=device)
     for outputs, (_, targets, plays) in _forward(model, loader, device, precision):
-        batch_sums, batch_weights = _stacked_loss_terms(outputs, targets, plays, tasks)
+        batch_sums, batch_weights = _stacked_loss_terms(outputs, targets, plays, config)
         sums += batch_sums
         weights += batch_weights
     return _task_means(tasks, _all_reduce_sum(sums, ctx), _all_reduce_sum(weights, ctx))
@@ -606,7 +651,11 @@ def fit(
     if train_cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 needs CUDA; use bf16 on CPU")
     tasks = model_config.tasks
-    normalizer = FeatureNormalizer.fit(train.features, list(model_config.dense_dims))
+    normalizer = FeatureNormalizer.fit(
+        train.features,
+        list(model_config.dense_dims),
+        whiten=[g for g in train_cfg.whiten if g in model_config.dense_dims],
+    )
     train_rows = _TensorRows(train, normalizer, model_config, with_labels=True)
     val_rows = _TensorRows(val, normalizer, model_config, with_labels=True)
     for split, rows in (("train", train_rows), ("validation", val_rows)):
@@ -663,13 +712,15 @@ def fit(
                 train_loader,
                 optimizer,
                 scaler,
-                tasks,
+                model_config,
                 device,
                 train_cfg.precision,
                 ctx,
             )
             train_time = time.perf_counter() - start
-            val_losses = _eval_losses(model, val_loader, tasks, device, train_cfg.precision, ctx)
+            val_losses = _eval_losses(
+                model, val_loader, model_config, device, train_cfg.precision, ctx
+            )
             record: dict[str, float] = {
                 "epoch": epoch,
                 "train_loss": sum(train_losses.values()),
@@ -814,7 +865,7 @@ def evaluate(
     sums = torch.zeros(len(tasks), device=device)
     weights = torch.zeros(len(tasks), device=device)
     for outputs, (_, targets, plays) in _forward(model, loader, device, "fp32"):
-        batch_sums, batch_weights = _stacked_loss_terms(outputs, targets, plays, tasks)
+        batch_sums, batch_weights = _stacked_loss_terms(outputs, targets, plays, model.config)
         sums += batch_sums
         weights += batch_weights
         for task, values in to_natural_units(outputs).items():
@@ -943,6 +994,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--checkpoint-dir")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--whiten", default="", help="comma-separated dense groups to whiten")
     p.add_argument("--width", type=int, default=ModelConfig.width)
     p.add_argument("--cross-layers", type=int, default=ModelConfig.cross_layers)
     p.add_argument("--cross-rank", type=int, default=ModelConfig.cross_rank)
@@ -970,6 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=args.precision,
         checkpoint_dir=args.checkpoint_dir,
         num_workers=args.num_workers,
+        whiten=tuple(g for g in args.whiten.split(",") if g),
     )
     started_group = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

@@ -120,6 +120,28 @@ def test_log1p_loss_masks_null_rows() -> None:
     assert out.grad[1].item() == 0.0 and torch.isfinite(out.grad).all()
 
 
+def test_watch_time_loss_weighs_videos_by_their_plays() -> None:
+    out = torch.tensor([1.0, 1.0, 1.0])
+    target = torch.tensor([2.0, math.nan, 5.0])
+    plays = torch.tensor([1.0, 0.0, 30.0])
+    watch, skips = (
+        {"avg_watch_time_s": out, "skips": out},
+        {
+            "avg_watch_time_s": target,
+            "skips": target,
+        },
+    )
+    terms = loss_terms(watch, skips, plays, watch_time_prior_plays=10.0)
+    w = torch.tensor([1 / 11, 0.0, 30 / 40])
+    err = (out - torch.log1p(torch.nan_to_num(target))) ** 2
+    assert terms["avg_watch_time_s"][1].item() == pytest.approx(w.sum().item())
+    assert terms["avg_watch_time_s"][0].item() == pytest.approx((w * err).sum().item())
+    # Count tasks keep one weight per labelled video; k = 0 gives the unweighted loss.
+    assert terms["skips"][1].item() == 2.0
+    unweighted = loss_terms(watch, skips, plays)["avg_watch_time_s"]
+    assert unweighted[1].item() == 2.0
+
+
 def test_skip_rate_loss_is_the_binomial_likelihood_per_play() -> None:
     logits = torch.tensor([0.3, -1.0, 2.0, 0.5])
     plays = torch.tensor([10.0, 4.0, 0.0, 1.0])

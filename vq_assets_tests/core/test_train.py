@@ -76,6 +76,30 @@ def test_normalizer_is_nan_safe_and_serialisable() -> None:
     np.testing.assert_array_equal(again.transform({"g": x})["g"], out["g"])
 
 
+def test_whitened_group_is_decorrelated_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    # Four columns driven by two factors of very different size: strongly correlated, and
+    # badly conditioned after per-column standardisation.
+    factors = rng.standard_normal((2000, 2)) * [5.0, 0.5]
+    x = factors @ rng.standard_normal((2, 4)) + 0.05 * rng.standard_normal((2000, 4))
+    x[3, 1] = np.nan
+    features = {"emb": x, "other": rng.standard_normal((2000, 3))}
+    norm = FeatureNormalizer.fit(features, ["emb", "other"], whiten=["emb"])
+    out = norm.transform(features)
+    cov = np.cov(out["emb"].astype(np.float64), rowvar=False)
+    # Decorrelated; the two factors come out at unit variance, and the near-empty noise
+    # directions are damped (WHITEN_EPS), not blown up to unit variance.
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0.0, atol=1e-6)
+    variances = np.sort(np.diag(cov))
+    np.testing.assert_allclose(variances[2:], 1.0, atol=0.05)
+    assert variances[:2].max() < 0.5
+    assert "other" not in norm.rotation
+    again = FeatureNormalizer.from_dict(json.loads(json.dumps(norm.to_dict())))
+    np.testing.assert_array_equal(again.transform(features)["emb"], out["emb"])
+    with pytest.raises(ValueError, match="cannot whiten \\['img'\\]"):
+        FeatureNormalizer.fit(features, ["emb"], whiten=["img"])
+
+
 def test_global_batches_split_exactly_across_ranks() -> None:
     one = GlobalBatchSampler(23, 8, seed=5)
     two = [GlobalBatchSampler(23, 8, rank=r, world_size=2, seed=5) for r in range(2)]
