@@ -2,7 +2,7 @@
 
 Builds the quality model the training asset trains by default (feature groups of
 `features.py`: image and text embeddings, creator features, the four categoricals; width 128;
-scored as a 3-network ensemble) and a synthetic data set with those shapes, then measures, side
+scored as a 5-network ensemble) and a synthetic data set with those shapes, then measures, side
 by side in one run (rounds interleaved, medians reported):
 
   train     samples/s of `fit` for one network (train-epoch time only, as `fit` reports it),
@@ -230,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         default=BLIP_BASE_DIM,
         help="image/text embedding width (256 BLIP base, 64 the tiny placeholder)",
     )
-    # Defaults of the training asset (defs/training.py): width 128, an ensemble of 3 networks.
+    # Defaults of the training asset (defs/training.py): width 128, an ensemble of 5 networks.
     p.add_argument("--width", type=int, default=128, help="common width W of the groups")
-    p.add_argument("--members", type=int, default=3, help="networks in the scored ensemble")
+    p.add_argument("--members", type=int, default=5, help="networks in the scored ensemble")
     p.add_argument("--rows", type=int, default=20_000, help="synthetic rows (80%% trained on)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-sizes", default="256,1024")
