@@ -56,6 +56,20 @@ def evaluation_tables(rows: list[dict]) -> str:
         )
     cal = _value(rows, "model", FULL_MODEL, "val_p_item_skip_ctr_7d_calibration")
     lines.append(f"skip-rate calibration: {cal:.3f} (reference {REFERENCE_CALIBRATION})")
+    if any(r["section"] == "model_vs_baseline" for r in rows):  # older evaluations lack it
+        lines += ["", f"{'model - baseline':<22}{'creator mean':>26}{'LightGBM':>26}"]
+        lines.append(
+            "(test Spearman gap, 95% paired-bootstrap interval; one containing 0 is a tie)"
+        )
+        for task, stem in TASK_STEMS.items():
+            cells = []
+            for baseline in ("creator_prior_mean", "lightgbm"):
+                gap, low, high = (
+                    _value(rows, "model_vs_baseline", baseline, f"val_{stem}_SpearmanGap{end}")
+                    for end in ("", "_ci95_low", "_ci95_high")
+                )
+                cells.append(f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]")
+            lines.append(f"{task:<22}" + "".join(f"{c:>26}" for c in cells))
     lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in TASK_STEMS)]
     variants = sorted(
         {r["variant"] for r in rows if r["section"] == "ablation"},

@@ -30,6 +30,7 @@ from vq_assets.core.metrics import (
     SKIP_RATE_STEM,
     mean_spearman,
     spearman,
+    spearman_gap,
     task_metrics,
 )
 from vq_assets.core.model import ModelConfig
@@ -210,6 +211,18 @@ def spearman_by_task(preds: dict[str, np.ndarray], data: QualityDataset) -> dict
     return {f"{TASK_STEMS[t]}_SpearmanCorr": spearman(preds[t], data.targets[t]) for t in TASKS}
 
 
+def spearman_gaps(
+    model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], test: QualityDataset, seed: int
+) -> dict[str, float]:
+    """Model minus baseline test Spearman per task, with its 95% paired-bootstrap interval."""
+    out = {}
+    for task in TASKS:
+        gap, low, high = spearman_gap(model[task], baseline[task], test.targets[task], seed=seed)
+        stem = f"val_{TASK_STEMS[task]}_SpearmanGap"
+        out |= {stem: gap, f"{stem}_ci95_low": low, f"{stem}_ci95_high": high}
+    return out
+
+
 def slice_rows(
     preds: dict[str, np.ndarray], test: QualityDataset, languages: list[str | None]
 ) -> list[dict]:
@@ -358,6 +371,7 @@ def evaluate_all(
     for name, all_preds in baselines.items():
         p = {t: v[test_mask] for t, v in all_preds.items()}
         rows += metric_rows("baseline", name, task_metrics(p, test.targets, test.plays, NAN_LOSSES))
+        rows += metric_rows("model_vs_baseline", name, spearman_gaps(preds, p, test, cfg.seed))
 
     languages = [
         x for x, m in zip(table.column("language").to_pylist(), test_mask, strict=True) if m

@@ -61,6 +61,48 @@ def spearman(pred: np.ndarray, true: np.ndarray) -> float:
     return float(stats.spearmanr(p, t).statistic)
 
 
+def _row_spearman(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Spearman per row of two ``[B, n]`` matrices (average ranks for ties)."""
+    rp = stats.rankdata(pred, axis=1)
+    rt = stats.rankdata(true, axis=1)
+    rp -= rp.mean(axis=1, keepdims=True)
+    rt -= rt.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rp**2).sum(axis=1) * (rt**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rp * rt).sum(axis=1) / denom, np.nan)
+
+
+def spearman_gap(
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    true: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``spearman(a) - spearman(b)`` on the same rows, with a 95% paired-bootstrap interval.
+
+    Both predictors are scored on the same resampled rows, so the interval reflects how often
+    the ranking of the two would flip on another draw of test videos; an interval that contains
+    0 means the test set cannot tell them apart. Rows where either prediction or the label is
+    not finite are dropped first.
+
+    Returns:
+        ``(gap, ci_low, ci_high)``; NaN when either Spearman is undefined.
+    """
+    a = np.asarray(pred_a, dtype=np.float64)
+    b = np.asarray(pred_b, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(t)
+    a, b, t = a[keep], b[keep], t[keep]
+    gap = spearman(a, t) - spearman(b, t)
+    if not np.isfinite(gap):
+        return float("nan"), float("nan"), float("nan")
+    rows = np.random.default_rng(seed).integers(0, len(t), size=(resamples, len(t)))
+    draws = _row_spearman(a[rows], t[rows]) - _row_spearman(b[rows], t[rows])
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return float(gap), float(low), float(high)
+
+
 def skip_calibration(pred_rate: np.ndarray, skip_rate: np.ndarray, plays: np.ndarray) -> float:
     """Predicted expected skips over actual skips, on rows with plays > 0 (1.0 is perfect).
 

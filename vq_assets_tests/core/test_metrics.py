@@ -10,6 +10,7 @@ from vq_assets.core.metrics import (
     mean_spearman,
     skip_calibration,
     spearman,
+    spearman_gap,
     task_metrics,
 )
 
@@ -99,3 +100,24 @@ def test_mean_spearman_averages_the_four_tasks() -> None:
         "val_loss": 99.0,
     }
     assert mean_spearman(metrics) == pytest.approx(0.3)
+
+
+def test_spearman_gap_separates_a_better_predictor_and_ties_an_equal_one() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.standard_normal(2000)
+    good = true + 0.5 * rng.standard_normal(2000)
+    poor = true + 2.0 * rng.standard_normal(2000)
+    gap, low, high = spearman_gap(good, poor, true, resamples=300)
+    assert gap == pytest.approx(spearman(good, true) - spearman(poor, true))
+    assert 0 < low <= gap <= high  # clearly better: the interval excludes 0
+    # The same predictor against itself is a tie on every resample.
+    assert spearman_gap(good, good, true, resamples=50) == (0.0, 0.0, 0.0)
+    # Two equally noisy predictors: the interval straddles 0.
+    other = true + 0.5 * rng.standard_normal(2000)
+    _, low, high = spearman_gap(good, other, true, resamples=300)
+    assert low < 0 < high
+    # Non-finite rows are dropped from both; a constant predictor has no Spearman.
+    with_nan = good.copy()
+    with_nan[:10] = np.nan
+    assert np.isfinite(spearman_gap(with_nan, poor, true, resamples=20)[0])
+    assert all(math.isnan(x) for x in spearman_gap(np.ones(2000), poor, true, resamples=20))

@@ -77,7 +77,15 @@ def test_mlflow_registry_and_evaluation(replayed):
         ("baseline", "creator_prior_mean"),
         ("ablation", "embeddings_only"),
         ("best_achievable", "simulator_truth"),
+        ("model_vs_baseline", "lightgbm"),
     } <= sections
+    gap = {
+        r["metric"]: r["value"]
+        for r in evaluation
+        if (r["section"], r["variant"]) == ("model_vs_baseline", "creator_prior_mean")
+    }
+    stem = "val_e_num_full_watch_SpearmanGap"
+    assert gap[f"{stem}_ci95_low"] <= gap[stem] <= gap[f"{stem}_ci95_high"]
     demo = _read(lake, "model_evaluation_demo", "2026-01-25")
     assert demo.num_rows == 20
     client = MlflowClient(defs.resources["mlflow_tracking"].tracking_uri)
