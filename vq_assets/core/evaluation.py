@@ -58,6 +58,7 @@ class ModelShape:
     cross_rank: int = 16
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    group_dropout: float = 0.25
     members: int = 5
     watch_time_prior_plays: float = 20.0
 
@@ -79,6 +80,7 @@ def model_config(
         cross_rank=shape.cross_rank,
         mlp=shape.mlp,
         dropout=shape.dropout,
+        group_dropout=shape.group_dropout,
         tasks=TASKS,
         members=shape.members,
         watch_time_prior_plays=shape.watch_time_prior_plays,

@@ -3,9 +3,10 @@
 The model is assembled from small named parts, in the style of torchrec's ``crossnet.py`` and
 ``dlrm.py``::
 
-    features ─► GroupProjection ─► [B, G, W] ─┬─► flatten ─► LowRankCrossNet ─► [B, G*W] ─┐
-                                              └─► PairwiseInteraction ─► [B, G(G-1)/2] ───┴─►
-    ─► MLP ─► [B, H] ─► TaskHeads ─► {task: [B]}
+    features ─► GroupProjection ─► GroupDropout ─► [B, G, W]
+        ─┬─► flatten ─► LowRankCrossNet ─► [B, G*W] ───┐
+         └─► PairwiseInteraction ─► [B, G(G-1)/2] ─────┴─► concat
+        ─► MLP ─► [B, H] ─► TaskHeads ─► {task: [B]}
 
 Every feature group is optional: the model is built from whatever groups ``ModelConfig`` names,
 which is how the feature ablation (embeddings only / creator only / ...) is trained.
@@ -50,6 +51,8 @@ class ModelConfig:
         cross_rank: rank of each cross layer's weight matrix.
         mlp: hidden sizes of the shared MLP body.
         dropout: dropout after each MLP layer.
+        group_dropout: probability of dropping a whole feature group's vector for a training
+            row (``GroupDropout``).
         tasks: which heads to build (subset of ``TASK_KINDS``).
         members: how many independently seeded networks ``build_model`` averages (1 = one).
         watch_time_prior_plays: k in the weight ``plays / (plays + k)`` of a video's
@@ -66,6 +69,7 @@ class ModelConfig:
     cross_rank: int = 16
     mlp: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
+    group_dropout: float = 0.0
     tasks: tuple[str, ...] = DEFAULT_TASKS
     members: int = 1
     watch_time_prior_plays: float = 0.0
@@ -73,6 +77,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.members < 1:
             raise ValueError(f"members must be >= 1, not {self.members}")
+        if not 0.0 <= self.group_dropout < 1.0:
+            raise ValueError(f"group_dropout must lie in [0, 1), not {self.group_dropout}")
         if self.watch_time_prior_plays < 0:
             raise ValueError(
                 f"watch_time_prior_plays must be >= 0, not {self.watch_time_prior_plays}"
@@ -148,6 +154,33 @@ class GroupProjection(nn.Module):
         vectors = [proj(features[name]) for name, proj in self.dense.items()]
         vectors += [emb(features[name]) for name, emb in self.embeddings.items()]
         return torch.stack(vectors, dim=1)
+
+
+class GroupDropout(nn.Module):
+    """Drops whole feature groups: in training, each row's group vector is zeroed with
+    probability ``p`` (the survivors scaled by ``1 / (1 - p)``); the identity in eval mode.
+
+    With a few thousand noisy labels the network otherwise leans on whichever group it fits
+    first and memorises through it (validation loss turns up after 2 epochs) before it has
+    learnt the slower signal in the others; having to predict without any one group forces it
+    to use them all.
+
+    Call Args:
+        groups: ``[B, G, W]``.
+
+    Returns:
+        torch.Tensor: ``[B, G, W]``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, groups: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return groups
+        keep = torch.rand(groups.shape[0], groups.shape[1], 1, device=groups.device) >= self.p
+        return groups * keep.to(groups.dtype) / (1.0 - self.p)
 
 
 class PairwiseInteraction(nn.Module):
@@ -276,13 +309,14 @@ class QualityModel(nn.Module):
         num_groups = len(config.groups)
         flat = num_groups * config.width
         self.projection = GroupProjection(config.dense_dims, config.cat_cardinalities, config.width)
+        self.group_dropout = GroupDropout(config.group_dropout)
         self.interaction = PairwiseInteraction(num_groups)
         self.cross = LowRankCrossNet(flat, config.cross_layers, config.cross_rank)
         self.body = MLP(flat + self.interaction.out_features, config.mlp, config.dropout)
         self.heads = TaskHeads(self.body.out_features, config.tasks)
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        groups = self.projection(features)
+        groups = self.group_dropout(self.projection(features))
         crossed = self.cross(groups.flatten(1))
         shared = self.body(torch.cat([crossed, self.interaction(groups)], dim=1))
         return self.heads(shared)

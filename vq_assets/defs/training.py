@@ -76,6 +76,8 @@ class ModelConfig(dg.Config):
     cross_rank: int = 16
     mlp: list[int] = [256, 128]
     dropout: float = 0.1
+    # Probability of dropping a whole feature group per training row (core.model.GroupDropout).
+    group_dropout: float = 0.25
     # Independently seeded networks averaged into the model (variance down, cost x members).
     members: int = 5
     # avg_watch_time_s rows weigh plays / (plays + k): few plays make a noisy mean.
@@ -94,13 +96,14 @@ class ModelConfig(dg.Config):
 
     def shape(self) -> ev.ModelShape:
         return ev.ModelShape(
-            self.width,
-            self.cross_layers,
-            self.cross_rank,
-            tuple(self.mlp),
-            self.dropout,
-            self.members,
-            self.watch_time_prior_plays,
+            width=self.width,
+            cross_layers=self.cross_layers,
+            cross_rank=self.cross_rank,
+            mlp=tuple(self.mlp),
+            dropout=self.dropout,
+            group_dropout=self.group_dropout,
+            members=self.members,
+            watch_time_prior_plays=self.watch_time_prior_plays,
         )
 
     def train_config(self, device: DeviceResource, checkpoint_dir: str | None) -> TrainConfig:
