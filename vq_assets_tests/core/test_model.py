@@ -5,6 +5,7 @@ import torch
 
 from vq_assets.core.model import (
     DEFAULT_TASKS,
+    GroupDropout,
     GroupProjection,
     LowRankCrossNet,
     ModelConfig,
@@ -32,6 +33,18 @@ def test_group_projection_stacks_dense_then_categorical() -> None:
     assert out.shape == (2, 3, 8)
     torch.testing.assert_close(out[:, 2], proj.embeddings["lang"].weight[[0, 3]])
     torch.testing.assert_close(out[:, 0], proj.dense["a"](x["a"]))
+
+
+def test_group_dropout_drops_whole_groups_in_training_only() -> None:
+    torch.manual_seed(0)
+    groups = torch.randn(4000, 3, 8)
+    drop = GroupDropout(0.25)
+    out = drop(groups)
+    zeroed = (out == 0).all(dim=2)  # [B, G]: a group is dropped as a whole vector
+    kept = ~zeroed
+    torch.testing.assert_close(out[kept], groups[kept] / 0.75)
+    assert zeroed.float().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert drop.eval()(groups) is groups
 
 
 def test_pairwise_interaction_is_upper_triangle_of_dot_products() -> None:
