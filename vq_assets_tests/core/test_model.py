@@ -119,6 +119,13 @@ def test_config_round_trip_and_validation() -> None:
         ModelConfig(DENSE, tasks=("likes",))
     with pytest.raises(ValueError, match="both dense and categorical"):
         ModelConfig({"x": 2}, {"x": 3})
+    with pytest.raises(ValueError, match="group_dropout"):
+        ModelConfig(DENSE, group_dropout=1.0)
+    with pytest.raises(ValueError, match="watch_time_prior_plays"):
+        ModelConfig(DENSE, watch_time_prior_plays=-1.0)
+    # A config.json written before a field existed loads with that field's default.
+    old = {k: v for k, v in config.to_dict().items() if k != "group_dropout"}
+    assert ModelConfig.from_dict(old).group_dropout == 0.0
 
 
 def test_log1p_loss_masks_null_rows() -> None:
