@@ -41,6 +41,7 @@ from vq_assets.core.train import (
     TrainConfig,
     evaluate,
     fit_ensemble,
+    recalibrate_heads,
 )
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,16 @@ def train_variant(
     groups = groups_for(ablation, data)
     keep = {g: data.features[g] for g in groups}
     subset = QualityDataset(keep, data.targets, data.plays)
-    return fit_ensemble(
+    val = subset.subset(split == "validation")
+    result = fit_ensemble(
         model_config(subset, groups, shape),
         cfg,
         subset.subset(split == "train"),
-        subset.subset(split == "validation"),
+        val,
         on_epoch=on_epoch,
     )
+    recalibrate_heads(result.model, result.normalizer, val)
+    return result
 
 
 def test_metrics(

@@ -26,6 +26,7 @@ from vq_assets.core.train import (
     main,
     make_synthetic,
     predict,
+    recalibrate_heads,
     save_model,
 )
 
@@ -323,3 +324,25 @@ def test_ensemble_averages_its_seeded_members_and_round_trips(tiny, tmp_path: Pa
     again = predict(loaded.model, loaded.normalizer, features)
     for task in got:
         np.testing.assert_array_equal(got[task], again[task])
+
+
+def test_recalibration_matches_validation_levels_and_keeps_rankings(tiny) -> None:
+    train, val, config = tiny
+    result = fit_ensemble(
+        replace(config, members=2, group_dropout=0.5), TrainConfig(max_epochs=2), train, val
+    )
+    before = evaluate(result.model, result.normalizer, val).predictions
+    shifts = recalibrate_heads(result.model, result.normalizer, val)
+    after = evaluate(result.model, result.normalizer, val).predictions
+    assert set(shifts) == set(config.tasks)
+    plays, rate = val.plays, val.targets["skip_rate"]
+    ok = np.isfinite(rate) & (plays > 0)
+    # Predicted skips equal realised skips; log1p heads have zero mean residual.
+    assert (after["skip_rate"][ok] * plays[ok]).sum() == pytest.approx(
+        (rate[ok] * plays[ok]).sum(), rel=1e-5
+    )
+    y = val.targets["skips"]
+    has = np.isfinite(y)
+    assert np.mean(np.log1p(y[has]) - np.log1p(after["skips"][has])) == pytest.approx(0, abs=1e-5)
+    for task in config.tasks:  # a constant shift in training space: rankings unchanged
+        np.testing.assert_array_equal(np.argsort(before[task]), np.argsort(after[task]))
