@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import lightgbm as lgb
 import numpy as np
@@ -52,7 +52,8 @@ NAN_LOSSES = dict.fromkeys(TASKS, float("nan"))
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Widths and depths of the network (DESIGN §6), from config."""
+    """Widths and depths of the network (DESIGN §6), from config: the ``core.model.ModelConfig``
+    fields that do not depend on the data, under the same names."""
 
     width: int = 128
     cross_layers: int = 2
@@ -73,19 +74,8 @@ def model_config(
     """The network for `groups` of `dataset`: 2-D groups are dense, the others categorical."""
     dense = {g: dataset.features[g].shape[1] for g in groups if dataset.features[g].ndim == 2}
     cats = {g: cardinalities[g] for g in groups if dataset.features[g].ndim == 1}
-    return ModelConfig(
-        dense_dims=dense,
-        cat_cardinalities=cats,
-        width=shape.width,
-        cross_layers=shape.cross_layers,
-        cross_rank=shape.cross_rank,
-        mlp=shape.mlp,
-        dropout=shape.dropout,
-        group_dropout=shape.group_dropout,
-        tasks=TASKS,
-        members=shape.members,
-        watch_time_prior_plays=shape.watch_time_prior_plays,
-    )
+    # Every ModelShape field is a ModelConfig field of the same name.
+    return ModelConfig(dense_dims=dense, cat_cardinalities=cats, tasks=TASKS, **asdict(shape))
 
 
 def train_variant(

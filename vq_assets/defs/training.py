@@ -1,5 +1,6 @@
 """Retraining: the weekly training set, the quality model (MLflow + gate), its evaluation."""
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -71,17 +72,18 @@ def training_set(
 
 
 class ModelConfig(dg.Config):
-    width: int = 128
-    cross_layers: int = 2
-    cross_rank: int = 16
-    mlp: list[int] = [256, 128]
-    dropout: float = 0.1
+    # The network's shape: defaults from core's ModelShape, the one place they are set.
+    width: int = ev.ModelShape.width
+    cross_layers: int = ev.ModelShape.cross_layers
+    cross_rank: int = ev.ModelShape.cross_rank
+    mlp: list[int] = list(ev.ModelShape.mlp)
+    dropout: float = ev.ModelShape.dropout
     # Probability of dropping a whole feature group per training row (core.model.GroupDropout).
-    group_dropout: float = 0.25
+    group_dropout: float = ev.ModelShape.group_dropout
     # Independently seeded networks averaged into the model (variance down, cost x members).
-    members: int = 5
+    members: int = ev.ModelShape.members
     # avg_watch_time_s rows weigh plays / (plays + k): few plays make a noisy mean.
-    watch_time_prior_plays: float = 20.0
+    watch_time_prior_plays: float = ev.ModelShape.watch_time_prior_plays
     lr: float = 2e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
@@ -95,16 +97,8 @@ class ModelConfig(dg.Config):
     gate_tolerance: float = 0.01
 
     def shape(self) -> ev.ModelShape:
-        return ev.ModelShape(
-            width=self.width,
-            cross_layers=self.cross_layers,
-            cross_rank=self.cross_rank,
-            mlp=tuple(self.mlp),
-            dropout=self.dropout,
-            group_dropout=self.group_dropout,
-            members=self.members,
-            watch_time_prior_plays=self.watch_time_prior_plays,
-        )
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ev.ModelShape)}
+        return ev.ModelShape(**{**values, "mlp": tuple(self.mlp)})
 
     def train_config(self, device: DeviceResource, checkpoint_dir: str | None) -> TrainConfig:
         return TrainConfig(
