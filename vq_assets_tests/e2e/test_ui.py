@@ -4,7 +4,7 @@
 own dagster.yaml (its storage moved under a temporary folder) over a small hand-written lake.
 A headless Chromium renders the global asset graph; a partition of `raw_videos` is then
 materialised through the webserver's GraphQL API, the way the UI's "Materialize" button does,
-and must land in the lake. Finally the whole process group must stop on SIGTERM.
+and must land in the lake. Finally SIGTERM to `dagster dev` must stop its whole process group.
 """
 
 import json
@@ -175,13 +175,15 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 
 def stop_server(proc: subprocess.Popen, seen: list[psutil.Process]) -> list[str]:
-    """SIGTERM to the process group; SIGKILL what is left after a timeout. Returns what had to
-    be killed (or still lives), as `pid cmdline` strings."""
+    """SIGTERM to `dagster dev` itself, which stops its children in order; SIGKILL to the
+    process group and whatever is left after a timeout. Returns what had to be killed (or still
+    lives), as `pid cmdline` strings.
+
+    Not SIGTERM to the whole group: a code server that gets it directly exits before dagster dev
+    does, dagster dev restarts it, and the new one outlives the signal until its heartbeat
+    times out."""
     tree = {p.pid: p for p in seen + process_tree(proc.pid)}
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
