@@ -32,10 +32,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from vq_assets.core.media import load_media_many, read_local  # noqa: E402
+from vq_assets.core.embeddings.media import load_media_many, read_local  # noqa: E402
 
 if TYPE_CHECKING:
-    from vq_assets.core.encoders import BlipEncoder
+    from vq_assets.core.embeddings.encoders import BlipEncoder
 
 # torch/transformers are imported inside main(): decode workers re-run this module's top level,
 # and should not pay for importing them.
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from vq_assets.core.embed import embed_videos, model_threads
-    from vq_assets.core.encoders import (
+    from vq_assets.core.embeddings.pipeline import embed_videos, model_threads
+    from vq_assets.core.embeddings.encoders import (
         BLIP_MODEL_ENV,
         DEFAULT_CACHE_DIR,
         BlipEncoder,

@@ -55,8 +55,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA  # noqa: E402
-from vq_assets.core.labels import (  # noqa: E402
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA  # noqa: E402
+from vq_assets.core.labels.windows import (  # noqa: E402
     LABEL_COLUMNS,
     SKIP_SECONDS,
     WINDOW_DAYS,
@@ -65,8 +65,8 @@ from vq_assets.core.labels import (  # noqa: E402
     unknown_video_events,
     watch_daily_partials,
 )
-from vq_assets.core.lake import Lake  # noqa: E402
-from vq_assets.core.sql import connect  # noqa: E402
+from vq_assets.core.lake.store import Lake  # noqa: E402
+from vq_assets.core.lake.sql import connect  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 EVENT_COLUMNS = ("video_id", "event_ts", "watch_time_s", "liked", "commented", "shared")
@@ -102,7 +102,7 @@ def ensure_lake(root: Path, args: argparse.Namespace) -> None:
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         print(f"reusing the lake at {root}")
         return
-    from vq_assets.core.simulator import simulate_local
+    from vq_assets.core.sources.simulator import simulate_local
 
     shutil.rmtree(root / "landing", ignore_errors=True)
     started = time.perf_counter()

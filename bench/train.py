@@ -45,9 +45,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from vq_assets.core.features import CATEGORICAL, CREATOR_FEATURES  # noqa: E402
-from vq_assets.core.model import ModelConfig, QualityModel, loss_terms  # noqa: E402
-from vq_assets.core.train import (  # noqa: E402
+from vq_assets.core.model.features import CATEGORICAL, CREATOR_FEATURES  # noqa: E402
+from vq_assets.core.model.network import ModelConfig, QualityModel, loss_terms  # noqa: E402
+from vq_assets.core.model.train import (  # noqa: E402
     FitResult,
     QualityDataset,
     TrainConfig,

@@ -32,7 +32,7 @@ def _default_lake() -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from vq_assets.core.simulator import simulate
+    from vq_assets.core.sources.simulator import simulate
 
     lake = _lake(args.lake)
     summary = simulate(
@@ -97,7 +97,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     """Convert a public data set into the landing zone (today: KuaiRand-Pure)."""
     import dataclasses
 
-    from vq_assets.core.kuairand import import_kuairand
+    from vq_assets.core.sources.kuairand import import_kuairand
 
     summary = import_kuairand(Path(args.path), _lake(args.lake))
     for key, value in dataclasses.asdict(summary).items():
@@ -108,7 +108,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_real(args: argparse.Namespace) -> int:
     """Evaluate on KuaiRand-Pure with authors disjoint between train/validation/test."""
-    from vq_assets.core.real_eval import run_evaluate_real
+    from vq_assets.core.evaluation.real_data import run_evaluate_real
 
     return run_evaluate_real(
         Path(args.kuairand),

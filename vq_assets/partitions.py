@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from vq_assets.core.labels import WINDOW_DAYS
+from vq_assets.core.labels.windows import WINDOW_DAYS
 
 START_DATE = os.environ.get("VQ_START_DATE", "2026-01-01")
 

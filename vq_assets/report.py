@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vq_assets.core.evaluation import TASK_STEMS
-from vq_assets.core.features import FULL_MODEL
-from vq_assets.core.lake import Lake
-from vq_assets.core.registry import default_tracking_uri
+from vq_assets.core.evaluation.variants import TASK_STEMS
+from vq_assets.core.model.features import FULL_MODEL
+from vq_assets.core.lake.store import Lake
+from vq_assets.core.model.registry import default_tracking_uri
 from vq_assets.resources import vq_home
 
 # What the production system vq is modelled on reported on its own data (BLIP embeddings only).

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
-from vq_assets.core.lake import Lake, LakeError, PartitionFiles
-from vq_assets.core.sql import connect
+from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles
+from vq_assets.core.lake.sql import connect
 
 DEFAULT_HOME = ".vq"
 
@@ -135,7 +135,7 @@ class DeviceResource(dg.ConfigurableResource):
     def setup(self) -> str:
         import torch
 
-        from vq_assets.core.encoders import pick_device
+        from vq_assets.core.embeddings.encoders import pick_device
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -155,7 +155,7 @@ class EncoderResource(dg.ConfigurableResource):
     text_encoder: str = "auto"
 
     def load(self, device: DeviceResource):
-        from vq_assets.core.encoders import PairedEncoder, TextOnlyEncoder, load_blip
+        from vq_assets.core.embeddings.encoders import PairedEncoder, TextOnlyEncoder, load_blip
 
         if self.text_encoder not in ("auto", "blip", "minilm"):
             raise ValueError(f"text_encoder must be auto, blip or minilm: {self.text_encoder!r}")
@@ -196,7 +196,7 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
         memory_limit=os.environ.get("VQ_DUCKDB_MEMORY_LIMIT"),
         temp_dir=os.environ.get("VQ_DUCKDB_TEMP_DIR", os.path.join(vq_home(), "duckdb_spill")),
     )
-    from vq_assets.core.registry import default_tracking_uri
+    from vq_assets.core.model.registry import default_tracking_uri
 
     home = vq_home()
     return {

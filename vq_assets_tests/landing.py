@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vq_assets.core.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
 
 UTC = dt.UTC
 

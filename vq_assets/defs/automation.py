@@ -5,8 +5,8 @@ import json
 
 import dagster as dg
 
-from vq_assets.core import registry
-from vq_assets.core.labels import WINDOW_DAYS, shift
+from vq_assets.core.model import registry
+from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.partitions import START_DATE, daily, label_days, weekly
 from vq_assets.resources import LakeResource
 

@@ -4,8 +4,8 @@ import time
 
 import dagster as dg
 
-from vq_assets.core.embed import embed_videos
-from vq_assets.core.lake import PartitionFiles
+from vq_assets.core.embeddings.pipeline import embed_videos
+from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.partitions import daily
 from vq_assets.resources import DeviceResource, EncoderResource, LakeResource
 

@@ -3,7 +3,7 @@
 import dagster as dg
 import pyarrow as pa
 
-from vq_assets.core.contract import VIDEOS, WATCH_EVENTS, ValidatedDay, validate_day
+from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, ValidatedDay, validate_day
 from vq_assets.partitions import daily
 from vq_assets.resources import DuckDBResource, LakeResource
 

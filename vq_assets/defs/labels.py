@@ -3,11 +3,11 @@
 import dagster as dg
 import pyarrow as pa
 
-from vq_assets.core import daily_stats
-from vq_assets.core import labels as core
-from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.labels import LABELS_SCHEMA
-from vq_assets.core.lake import PartitionFiles
+from vq_assets.core.labels import daily_stats
+from vq_assets.core.labels import windows as core
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA
+from vq_assets.core.labels.windows import LABELS_SCHEMA
+from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
     EVENT_DAYS_OF_LABEL_DAY,

@@ -6,12 +6,13 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from vq_assets.core import flywheel, registry
-from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.features import joined_rows
-from vq_assets.core.labels import shift
-from vq_assets.core.lake import PartitionFiles
-from vq_assets.core.scoring import score_videos
+from vq_assets.core.model import registry
+from vq_assets.core.serving import flywheel
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA
+from vq_assets.core.model.features import joined_rows
+from vq_assets.core.labels.windows import shift
+from vq_assets.core.lake.store import PartitionFiles
+from vq_assets.core.serving.scores import score_videos
 from vq_assets.partitions import daily, label_days
 from vq_assets.resources import DuckDBResource, LakeResource
 

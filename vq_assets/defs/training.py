@@ -8,13 +8,13 @@ import dagster as dg
 import mlflow
 import pyarrow as pa
 
-from vq_assets.core import evaluation as ev
-from vq_assets.core import features, registry
-from vq_assets.core.contract import VIDEOS_SCHEMA
-from vq_assets.core.labels import LABELS_SCHEMA
-from vq_assets.core.lake import Lake, PartitionFiles
-from vq_assets.core.metrics import mean_spearman
-from vq_assets.core.train import TrainConfig, save_model
+from vq_assets.core.evaluation import variants as ev
+from vq_assets.core.model import features, registry
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA
+from vq_assets.core.labels.windows import LABELS_SCHEMA
+from vq_assets.core.lake.store import Lake, PartitionFiles
+from vq_assets.core.evaluation.metrics import mean_spearman
+from vq_assets.core.model.train import TrainConfig, save_model
 from vq_assets.defs.embeddings import K8S_GPU_TAGS
 from vq_assets.partitions import TRAINING_DAYS, weekly
 from vq_assets.report import evaluation_tables

@@ -14,7 +14,7 @@ import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator
 from dagster_aws.s3 import S3Resource
 
-from vq_assets.core.lake import Lake
+from vq_assets.core.lake.store import Lake
 from vq_assets.definitions import defs
 from vq_assets.defs.automation import (
     FEATURE_ASSETS,

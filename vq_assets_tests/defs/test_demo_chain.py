@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vq_assets.core import registry
-from vq_assets.core.lake import Lake
-from vq_assets.core.simulator import simulate_local
+from vq_assets.core.model import registry
+from vq_assets.core.lake.store import Lake
+from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
 from vq_assets.replay import Replay

@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from vq_assets.core.lake import Lake
+from vq_assets.core.lake.store import Lake
 from vq_assets_tests.dagster_util import materialize_days
 from vq_assets_tests.landing import event, ts, video, write_day
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from vq_assets.core.lake import Lake
+from vq_assets.core.lake.store import Lake
 from vq_assets_tests.dagster_util import materialize_days
 from vq_assets_tests.defs.test_ingest_labels_chain import DAYS, build_lake
 

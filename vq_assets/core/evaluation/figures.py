@@ -1,0 +1,47 @@
+"""Evaluation plots: calibration of each rate task by predicted decile, and predicted vs actual
+for each count task."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vq_assets.core.model import tasks
+from vq_assets.core.model.dataset import QualityDataset
+
+
+def _calibration(ax, p: np.ndarray, y: np.ndarray, w: np.ndarray, name: str) -> None:
+    ok = np.isfinite(y) & (w > 0)
+    edges = np.quantile(p[ok], np.linspace(0, 1, 11))
+    bins = np.clip(np.searchsorted(edges, p[ok], side="right") - 1, 0, 9)
+    used = [b for b in range(10) if (bins == b).any()]
+    xs = [np.average(p[ok][bins == b], weights=w[ok][bins == b]) for b in used]
+    ys = [np.average(y[ok][bins == b], weights=w[ok][bins == b]) for b in used]
+    ax.plot([0, 1], [0, 1], color="grey", lw=1)
+    ax.plot(xs, ys, "o-")
+    ax.set(
+        xlabel=f"predicted {name}",
+        ylabel=f"realised {name} (play-weighted)",
+        title=f"{name} calibration by decile",
+    )
+
+
+def figures(preds: dict[str, np.ndarray], test: QualityDataset) -> dict[str, object]:
+    """``calibration_<task>.png`` per rate task, ``predicted_vs_actual.png`` for the counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    for task in tasks.catalogue():
+        if not task.is_count:
+            fig, ax = plt.subplots(figsize=(4.5, 4.5))
+            _calibration(ax, preds[task.name], test.targets[task.name], test.plays, task.name)
+            out[f"calibration_{task.name}.png"] = fig
+    counts = [t.name for t in tasks.catalogue() if t.is_count]
+    fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 4), squeeze=False)
+    for ax, name in zip(axes[0], counts, strict=True):
+        ax.scatter(np.log1p(test.targets[name]), np.log1p(preds[name]), s=3, alpha=0.3)
+        ax.set(xlabel=f"log1p actual {name}", ylabel="log1p predicted", title=name)
+    out["predicted_vs_actual.png"] = fig
+    return out

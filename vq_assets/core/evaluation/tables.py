@@ -1,0 +1,178 @@
+"""The evaluation of DESIGN §6 as tidy rows ``(section, variant, slice, metric, value)``: the
+model, its feature ablation, the baselines and the model's Spearman gap to each, slices by
+language and duration, the best achievable (simulated lakes) and the demo lists."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from vq_assets.core.evaluation.baselines import creator_mean_baseline, gbdt_baseline
+from vq_assets.core.evaluation.figures import figures
+from vq_assets.core.evaluation.metrics import spearman, spearman_gap, task_metrics
+from vq_assets.core.evaluation.variants import split_of, test_metrics, train_variant
+from vq_assets.core.model import tasks
+from vq_assets.core.model.dataset import QualityDataset
+from vq_assets.core.model.features import ABLATIONS, DURATION_EDGES_S, FULL_MODEL, to_dataset
+from vq_assets.core.model.inference import LoadedModel
+from vq_assets.core.model.settings import ModelShape, TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+def metric_rows(section: str, variant: str, metrics: dict[str, float], slice_: str = "all"):
+    return [
+        {"section": section, "variant": variant, "slice": slice_, "metric": k, "value": v}
+        for k, v in metrics.items()
+    ]
+
+
+def spearman_by_task(preds: dict[str, np.ndarray], data: QualityDataset) -> dict[str, float]:
+    """``{stem}_SpearmanCorr`` for every catalogue task that ``preds`` holds."""
+    return {
+        f"{t.stem}_SpearmanCorr": spearman(preds[t.name], data.targets[t.name])
+        for t in tasks.catalogue()
+        if t.name in preds
+    }
+
+
+def spearman_gaps(
+    model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], test: QualityDataset, seed: int
+) -> dict[str, float]:
+    """Model minus baseline test Spearman per task, with its 95% paired-bootstrap interval."""
+    out = {}
+    for task in tasks.catalogue():
+        t = task.name
+        gap, low, high = spearman_gap(model[t], baseline[t], test.targets[t], seed=seed)
+        stem = f"val_{task.stem}_SpearmanGap"
+        out |= {stem: gap, f"{stem}_ci95_low": low, f"{stem}_ci95_high": high}
+    return out
+
+
+def slice_rows(
+    preds: dict[str, np.ndarray], test: QualityDataset, languages: list[str | None]
+) -> list[dict]:
+    """Spearman per task and row count for each language and each duration bucket."""
+    rows = []
+    edges = [0.0, *DURATION_EDGES_S, float("inf")]
+    buckets = test.features["duration_bucket"]
+    slices: dict[str, np.ndarray] = {}
+    for lang in sorted({lang or "unknown" for lang in languages}):
+        slices[f"language={lang}"] = np.array([(x or "unknown") == lang for x in languages])
+    for b in sorted(set(buckets.tolist())):
+        slices[f"duration=[{edges[b]:g},{edges[b + 1]:g})s"] = buckets == b
+    for name, mask in slices.items():
+        sub = test.subset(mask)
+        metrics = spearman_by_task({t: p[mask] for t, p in preds.items()}, sub)
+        metrics["count"] = float(mask.sum())
+        rows += metric_rows("slice", FULL_MODEL, metrics, name)
+    return rows
+
+
+def best_achievable(
+    expected: dict[str, np.ndarray],
+    video_ids: list[str],
+    truth_ids: list[str],
+    test: QualityDataset,
+) -> dict[str, float]:
+    """Spearman of the simulator's expected labels (``{label column: [n_truth]}``, rows in
+    ``truth_ids`` order) against the realised ones of the test videos: what a predictor that
+    knew each video's hidden appeal (and everything known at creation) would reach. The luck of
+    distribution (the exposure draw) stays unknown to it, as to any real predictor. Tasks whose
+    label has no expected value are left out."""
+    index = {v: i for i, v in enumerate(truth_ids)}
+    rows = np.array([index.get(v, -1) for v in video_ids])
+    if (rows < 0).any():
+        raise ValueError(f"{int((rows < 0).sum())} test videos have no truth row")
+    oracle = {t.name: expected[t.label][rows] for t in tasks.catalogue() if t.label in expected}
+    return spearman_by_task(oracle, test)
+
+
+def demo_lists(table: pa.Table, pred_skip_rate: np.ndarray, n: int = 10) -> pa.Table:
+    """The n test videos predicted most and least skippable, with captions and true labels."""
+    order = np.argsort(pred_skip_rate, kind="stable")
+    picks = [("most_skippable", i) for i in order[::-1][:n]]
+    picks += [("least_skippable", i) for i in order[:n]]
+    labels = dict.fromkeys(["plays", *(t.label for t in tasks.catalogue())])
+    cols = ["video_id", "caption", "language", "duration_s", *labels]
+    rows = []
+    for rank, (which, i) in enumerate(picks):
+        row = {c: table.column(c)[int(i)].as_py() for c in cols}
+        rows.append(
+            {"list": which, "rank": rank % n + 1, "pred_skip_rate": float(pred_skip_rate[i]), **row}
+        )
+    return pa.Table.from_pylist(rows)
+
+
+@dataclass
+class Report:
+    """Everything model_evaluation publishes: tidy metric rows, the demo lists, the figures."""
+
+    rows: list[dict]
+    demo: pa.Table
+    figures: dict[str, object]
+
+    def table(self, model_version: int) -> pa.Table:
+        return pa.Table.from_pylist([{**r, "model_version": model_version} for r in self.rows])
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The simulator's expected labels of some videos (never a feature)."""
+
+    video_ids: list[str]
+    expected: dict[str, np.ndarray]
+
+
+def test_days(table: pa.Table) -> list[str]:
+    """The test days of a training set, as ISO dates."""
+    days = table.column("day").to_pylist()
+    return sorted(
+        {d.isoformat() for d, s in zip(days, split_of(table), strict=True) if s == "test"}
+    )
+
+
+def evaluate_all(
+    table: pa.Table,
+    full: LoadedModel,
+    shape: ModelShape,
+    settings: TrainSettings,
+    truth: Truth | None,
+) -> Report:
+    """The §6 evaluation of `full` (the registered model) on the test days of `table`."""
+    data, split = to_dataset(table), split_of(table)
+    test_mask = split == "test"
+    test = data.subset(test_mask)
+    rows: list[dict] = []
+
+    metrics, preds = test_metrics(full, test)
+    rows += metric_rows("model", FULL_MODEL, metrics)
+    for ablation in ABLATIONS:
+        if ablation == FULL_MODEL:
+            rows += metric_rows("ablation", ablation, metrics)
+            continue
+        log.info("ablation: training %s", ablation)
+        variant, _ = test_metrics(train_variant(data, split, ablation, shape, settings), test)
+        rows += metric_rows("ablation", ablation, variant)
+
+    nan_losses = dict.fromkeys(tasks.names(), float("nan"))
+    baselines = {
+        "creator_prior_mean": creator_mean_baseline(table, split == "train"),
+        "lightgbm": gbdt_baseline(data, split, seed=settings.seed),
+    }
+    for name, all_preds in baselines.items():
+        p = {t: v[test_mask] for t, v in all_preds.items()}
+        rows += metric_rows("baseline", name, task_metrics(p, test.targets, test.plays, nan_losses))
+        rows += metric_rows("model_vs_baseline", name, spearman_gaps(preds, p, test, settings.seed))
+
+    test_table = table.filter(pa.array(test_mask))
+    rows += slice_rows(preds, test, test_table.column("language").to_pylist())
+    if truth is not None:
+        ids = test_table.column("video_id").to_pylist()
+        best = best_achievable(truth.expected, ids, truth.video_ids, test)
+        rows += metric_rows("best_achievable", "simulator_truth", best)
+    demo = demo_lists(test_table, preds["skip_rate"])
+    return Report(rows, demo, figures(preds, test))

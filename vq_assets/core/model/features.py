@@ -1,0 +1,189 @@
+"""Model inputs: one row per video joining creation-time features (and, to train, its labels).
+
+The same join and the same encoding serve training (`training_set`) and scoring
+(`quality_scores`), so a feature can never mean one thing at training time and another when a new
+video is scored. Every column here is known when the video is created: its own row, its media
+embeddings, and creator history that the point-in-time `creator_features` asset already cut at the
+day's start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vq_assets.core.labels.windows import LABEL_COLUMNS
+from vq_assets.core.model import tasks
+from vq_assets.core.model.dataset import QualityDataset
+
+# Index 0 = unknown (null), last = any other ISO-639-1 code: the cardinality never changes.
+LANGUAGES = ("en", "es", "pt", "id", "ja", "ko", "ar", "hi", "fr", "de", "ru", "tr", "vi", "th")
+DURATION_EDGES_S = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0)
+
+CATEGORICAL = {
+    "language": len(LANGUAGES) + 2,
+    "duration_bucket": len(DURATION_EDGES_S) + 1,
+    "hour": 24,
+    "weekday": 7,
+}
+
+_COUNT_MEANS = ("plays", "skips", "full_watches", "likes", "comments", "shares")
+CREATOR_FEATURES = (
+    "log_prior_videos",
+    "log_days_active",
+    "log_prior_labeled",
+    "has_history",
+    "log_followers",
+    "followers_missing",
+    *(f"log_prior_mean_{c}" for c in (*_COUNT_MEANS, "avg_watch_time_s")),
+    "prior_mean_skip_rate",
+    "prior_mean_engagement_rate",
+)
+
+# Feature groups per ablation (DESIGN §6); the full model is the last.
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "embeddings_only": ("image_emb", "text_emb"),
+    "creator_only": ("creator",),
+    "both": ("image_emb", "text_emb", "creator"),
+    "both_language_length": ("image_emb", "text_emb", "creator", "length", *CATEGORICAL),
+}
+FULL_MODEL = "both_language_length"
+
+
+def joined_rows(con: duckdb.DuckDBPyConnection, *, with_labels: bool) -> pa.Table:
+    """One row per video from views `videos`, `embeddings`, `creator` (and `labels`).
+
+    Videos without an embedding row or a creator-feature row are dropped by the inner join; the
+    caller reports how many.
+    """
+    labels = (
+        ", " + ", ".join(f"l.{c}" for c in LABEL_COLUMNS) + " FROM labels l JOIN videos v USING "
+        "(video_id)"
+        if with_labels
+        else " FROM videos v"
+    )
+    creator_cols = ", ".join(
+        f"c.{c}"
+        for c in (
+            "prior_videos",
+            "days_active",
+            "prior_labeled",
+            *(f"prior_mean_{c}" for c in LABEL_COLUMNS),
+            "followers",
+        )
+    )
+    return con.sql(
+        f"""
+        SELECT v.video_id, v.creator_id, v.created_at,
+               CAST(v.created_at AS DATE) AS day,
+               v.duration_s, v.language, v.caption,
+               e.image_emb, e.text_emb, e.media_status,
+               {creator_cols}
+               {labels}
+        JOIN embeddings e USING (video_id)
+        JOIN creator c USING (video_id)
+        ORDER BY v.created_at, v.video_id
+        """
+    ).to_arrow_table()
+
+
+def split_days(days: list[str], val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict:
+    """Time-ordered split: the last days are test, the ones before validation, the rest train."""
+    days = sorted(days)
+    if len(days) < 3:
+        raise ValueError(f"a time split needs at least 3 label days, got {len(days)}: {days}")
+    n_test = max(1, math.floor(len(days) * test_fraction + 0.5))
+    n_val = max(1, math.floor(len(days) * val_fraction + 0.5))
+    n_train = len(days) - n_test - n_val
+    if n_train < 1:
+        raise ValueError(f"too few label days ({len(days)}) for train/validation/test")
+    return {
+        d: "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+        for i, d in enumerate(days)
+    }
+
+
+def _emb(column: pa.ChunkedArray) -> np.ndarray:
+    """[n, d] float32 from a list column (fixed-size, or a plain list after a DuckDB join);
+    an all-null column (an encoder side that does not exist) gives [n, 0]."""
+    arr = column.combine_chunks()
+    if arr.null_count == len(arr):
+        return np.zeros((len(arr), 0), np.float32)
+    widths = pc.list_value_length(arr).drop_null().unique().to_pylist()
+    if len(widths) != 1 or arr.null_count:
+        raise ValueError(f"embedding column has rows of widths {widths} or null rows")
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(arr), widths[0])
+
+
+def _col(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def language_index(values: list[str | None]) -> np.ndarray:
+    lookup = {lang: i + 1 for i, lang in enumerate(LANGUAGES)}
+    other = len(LANGUAGES) + 1
+    return np.array([0 if v is None else lookup.get(v, other) for v in values], np.int64)
+
+
+def duration_bucket(duration_s: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.asarray(DURATION_EDGES_S), duration_s, side="right").astype(np.int64)
+
+
+def creator_matrix(table: pa.Table) -> np.ndarray:
+    """[n, len(CREATOR_FEATURES)] float32; nulls become 0 with an indicator where it matters."""
+    followers = _col(table, "followers")
+    cols = {
+        "log_prior_videos": np.log1p(_col(table, "prior_videos")),
+        "log_days_active": np.log1p(_col(table, "days_active")),
+        "log_prior_labeled": np.log1p(_col(table, "prior_labeled")),
+        "has_history": (_col(table, "prior_labeled") > 0).astype(np.float64),
+        "log_followers": np.log1p(np.nan_to_num(followers, nan=0.0)),
+        "followers_missing": np.isnan(followers).astype(np.float64),
+        **{
+            f"log_prior_mean_{c}": np.log1p(_col(table, f"prior_mean_{c}"))
+            for c in (*_COUNT_MEANS, "avg_watch_time_s")
+        },
+        "prior_mean_skip_rate": _col(table, "prior_mean_skip_rate"),
+        "prior_mean_engagement_rate": _col(table, "prior_mean_engagement_rate"),
+    }
+    return np.nan_to_num(np.stack([cols[c] for c in CREATOR_FEATURES], axis=1)).astype(np.float32)
+
+
+def to_dataset(table: pa.Table) -> QualityDataset:
+    """Model inputs (and targets and plays when the table has labels) from `joined_rows`."""
+    created = table.column("created_at").to_pylist()
+    features = {
+        "image_emb": _emb(table.column("image_emb")),
+        "text_emb": _emb(table.column("text_emb")),
+        "creator": creator_matrix(table),
+        # Continuous length beside its bucket: watch time and full watches scale with it.
+        "length": np.log1p(_col(table, "duration_s"))[:, None].astype(np.float32),
+        "language": language_index(table.column("language").to_pylist()),
+        "duration_bucket": duration_bucket(_col(table, "duration_s")),
+        "hour": np.array([c.hour for c in created], np.int64),
+        "weekday": np.array([c.weekday() for c in created], np.int64),
+    }
+    features = {k: v for k, v in features.items() if v.ndim == 1 or v.shape[1] > 0}
+    if "plays" not in table.column_names:
+        return QualityDataset(features=features)
+    targets = {t.name: _col(table, t.label) for t in tasks.catalogue()}
+    return QualityDataset(features=features, targets=targets, plays=_col(table, "plays"))
+
+
+def groups_for(ablation: str, dataset: QualityDataset) -> tuple[str, ...]:
+    """The ablation's groups that the data has (a text-only encoder has no image group)."""
+    return tuple(g for g in ABLATIONS[ablation] if g in dataset.features)
+
+
+def label_days_for_week(week_start: str, n_days: int, first_day: str) -> list[str]:
+    """The label days complete at the start of `week_start`: D + 7 days over, i.e. D <= S - 8."""
+    start = dt.date.fromisoformat(week_start)
+    last = start - dt.timedelta(days=8)
+    days = [(last - dt.timedelta(days=i)).isoformat() for i in range(n_days)]
+    return sorted(d for d in days if d >= first_day)

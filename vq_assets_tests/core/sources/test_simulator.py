@@ -1,0 +1,280 @@
+import datetime as dt
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from scipy.stats import spearmanr
+
+from vq_assets.core.sources.simulator import (
+    LANGUAGES,
+    VIDEOS_SCHEMA,
+    WATCH_EVENTS_SCHEMA,
+    SimulationSummary,
+    encode_mp4,
+    render_frames,
+    simulate,
+    simulate_local,
+)
+
+START = dt.date(2026, 1, 1)
+DAY_US = 86_400_000_000
+
+
+def _days(start: dt.date, n: int) -> list[str]:
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def _read(root: Path, table: str, days: list[str]) -> pa.Table:
+    return pa.concat_tables(
+        pq.read_table(root / table / f"dt={d}" / "part-00000.parquet") for d in days
+    )
+
+
+def _day_us(day: str) -> int:
+    return (dt.date.fromisoformat(day).toordinal() - dt.date(1970, 1, 1).toordinal()) * DAY_US
+
+
+def _decode(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def _parquet_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def media_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimulationSummary, list]:
+    root = tmp_path_factory.mktemp("media_lake")
+    lines: list[str] = []
+    summary = simulate_local(root, START, 3, 30, seed=7, progress=lines.append)
+    return root, summary, lines
+
+
+@pytest.fixture(scope="module")
+def signal_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("signal_lake")
+    simulate_local(root, START, 5, 100, seed=3, media=False, mean_plays=80.0)
+    return root
+
+
+def test_layout_and_markers_written_last(media_world):
+    root, summary, lines = media_world
+    days = _days(START, 3)
+    assert (summary.days, summary.videos) == (3, 90)
+    for table in ("videos", "watch_events"):
+        assert sorted(p.name for p in (root / "landing" / table).iterdir()) == [
+            f"dt={d}" for d in days
+        ]
+        for d in days:
+            folder = root / "landing" / table / f"dt={d}"
+            assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "part-00000.parquet"]
+            assert (folder / "_SUCCESS").read_bytes() == b""
+            # the marker lands after the day's data, and after all media its rows point at
+            order = summary.paths.index
+            assert order(f"{folder}/_SUCCESS") > order(f"{folder}/part-00000.parquet")
+            if table == "videos":
+                uris = pq.read_table(folder / "part-00000.parquet")["video_uri"].to_pylist()
+                assert order(f"{folder}/_SUCCESS") > max(order(u) for u in uris)
+    for d in days:
+        assert (root / "truth" / "videos" / f"dt={d}" / "part-00000.parquet").exists()
+    assert not (root / "truth" / "videos" / f"dt={days[0]}" / "_SUCCESS").exists()
+    assert summary.events == _read(root, "landing/watch_events", days).num_rows
+    assert [line.split(":")[0] for line in lines] == [f"simulated {d}" for d in days]
+    assert lines[0].endswith(" events") and "30 videos" in lines[0]
+
+
+def test_schemas_ids_and_time_windows(media_world):
+    root, _, _ = media_world
+    days = _days(START, 3)
+    videos = _read(root, "landing/videos", days)
+    events = _read(root, "landing/watch_events", days)
+    assert videos.schema == VIDEOS_SCHEMA
+    assert events.schema == WATCH_EVENTS_SCHEMA
+    assert len(set(videos["video_id"].to_pylist())) == videos.num_rows == 90
+    assert pc.all(pc.greater(videos["duration_s"], 0)).as_py()
+    assert pc.all(pc.greater_equal(events["watch_time_s"], 0)).as_py()
+    assert set(videos["language"].drop_null().to_pylist()) <= set(LANGUAGES)
+    assert pc.all(pc.greater_equal(videos["creator_followers"], 0)).as_py()
+    for d in days:
+        lo, hi = _day_us(d), _day_us(d) + DAY_US
+        for table, col in (("videos", "created_at"), ("watch_events", "event_ts")):
+            t = pq.read_table(root / "landing" / table / f"dt={d}" / "part-00000.parquet")
+            us = t[col].cast(pa.int64()).to_numpy()
+            assert len(us) > 0 and us.min() >= lo and us.max() < hi, (table, d)
+
+    created = dict(
+        zip(
+            videos["video_id"].to_pylist(),
+            videos["created_at"].cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+    )
+    event_created = np.array([created[v] for v in events["video_id"].to_pylist()])
+    assert (events["event_ts"].cast(pa.int64()).to_numpy() >= event_created).all()
+
+
+def test_media_files_decode(media_world):
+    root, _, _ = media_world
+    videos = _read(root, "landing/videos", _days(START, 3))
+    for vid, uri, cover in zip(
+        videos["video_id"].to_pylist(),
+        videos["video_uri"].to_pylist(),
+        videos["thumbnail_uri"].to_pylist(),
+        strict=True,
+    ):
+        assert uri == str(root / "landing" / "media" / "videos" / f"{vid}.mp4")
+        assert cover == str(root / "landing" / "media" / "covers" / f"{vid}.jpg")
+        frames = _decode(Path(uri).read_bytes())
+        assert frames.shape[0] > 0 and frames.shape[1:] == (64, 64, 3)
+        with Image.open(cover) as image:
+            assert image.format == "JPEG" and image.size == (64, 64)
+
+
+def test_without_media_uris_are_null(tmp_path):
+    simulate_local(tmp_path, START, 1, 10, media=False)
+    videos = pq.read_table(tmp_path / "landing/videos/dt=2026-01-01/part-00000.parquet")
+    assert videos["video_uri"].null_count == videos["thumbnail_uri"].null_count == 10
+    assert not (tmp_path / "landing" / "media").exists()
+
+
+def test_same_arguments_same_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        simulate_local(root, START, 2, 20, seed=5, media=False)
+    files = _parquet_bytes(a)
+    assert len(files) == 6 and files == _parquet_bytes(b)
+    simulate_local(a, START, 2, 20, seed=5, media=False)  # re-writing a lake is idempotent
+    assert _parquet_bytes(a) == files
+
+    # with media the URIs name different folders, but the media bytes are identical too
+    for root in (a / "m", b / "m"):
+        simulate_local(root, START, 1, 8, seed=5)
+    media = sorted(p.relative_to(a / "m") for p in (a / "m/landing/media").rglob("*.*"))
+    assert len(media) == 16
+    assert all((a / "m" / p).read_bytes() == (b / "m" / p).read_bytes() for p in media)
+
+
+def test_days_do_not_depend_on_the_length_of_the_run(tmp_path):
+    simulate_local(tmp_path / "short", START, 2, 25, seed=1, media=False)
+    simulate_local(tmp_path / "long", START, 4, 25, seed=1, media=False)
+    short, long = _parquet_bytes(tmp_path / "short"), _parquet_bytes(tmp_path / "long")
+    assert len(short) == 6 and len(long) == 12
+    assert all(long[name] == data for name, data in short.items())
+
+    # a run that starts later on the same origin writes exactly the remaining days
+    later = tmp_path / "later"
+    simulate_local(later, START + dt.timedelta(days=2), 2, 25, seed=1, media=False, origin=START)
+    rest = _parquet_bytes(later)
+    assert len(rest) == 6 and all(long[name] == data for name, data in rest.items())
+    # and a different seed is a different world
+    simulate_local(tmp_path / "other", START, 2, 25, seed=2, media=False)
+    assert _parquet_bytes(tmp_path / "other") != short
+
+
+def test_appeal_drives_realised_skip_rate(signal_world):
+    days = _days(START, 5)
+    truth = _read(signal_world, "truth/videos", days)
+    events = _read(signal_world, "landing/watch_events", days)
+    videos = _read(signal_world, "landing/videos", days)
+    duration = dict(
+        zip(videos["video_id"].to_pylist(), videos["duration_s"].to_pylist(), strict=True)
+    )
+    watch = events["watch_time_s"].to_numpy()
+    vid = np.array(events["video_id"].to_pylist())
+    dur = np.array([duration[v] for v in vid])
+
+    index = {v: i for i, v in enumerate(truth["video_id"].to_pylist())}
+    rows = np.array([index[v] for v in vid])
+    plays = np.bincount(rows, minlength=truth.num_rows)
+    skips = np.bincount(rows, weights=watch < 3.0, minlength=truth.num_rows)
+    keep = plays >= 20
+    assert keep.sum() > 200
+    rho = spearmanr(truth["appeal"].to_numpy()[keep], skips[keep] / plays[keep])[0]
+    assert rho < -0.3
+    rho = spearmanr(truth["expected_skip_rate"].to_numpy()[keep], skips[keep] / plays[keep])[0]
+    assert rho > 0.5
+
+    # full watches stop exactly at the end or replay beyond it; skips exist
+    assert (watch == dur).mean() > 0.05 and (watch > dur).mean() > 0.05
+    assert 0.05 < (watch < 3.0).mean() < 0.6
+    # unknowns are present where the contract allows them
+    for col in ("liked", "commented", "shared"):
+        assert 0 < events[col].null_count < 0.05 * events.num_rows
+    for col in ("language", "caption", "creator_followers"):
+        assert 0 < videos[col].null_count < 0.15 * videos.num_rows
+
+
+def test_mean_plays_scales_exposure(tmp_path):
+    small = simulate_local(tmp_path / "a", START, 2, 50, media=False, mean_plays=30.0)
+    large = simulate_local(tmp_path / "b", START, 2, 50, media=False, mean_plays=60.0)
+    assert 1.7 < large.events / small.events < 2.3
+
+
+def test_topics_look_different_and_quality_shows():
+    def motion(topic: str) -> float:
+        diffs = []
+        for seed in range(3):
+            for quality in (-1.0, 0.0, 1.0):
+                frames = render_frames(np.random.default_rng(seed), topic, quality)
+                decoded = _decode(encode_mp4(frames)).astype(np.float32)
+                assert 12 <= decoded.shape[0] <= 16
+                diffs.append(np.abs(np.diff(decoded, axis=0)).mean())
+        return float(np.mean(diffs))
+
+    assert motion("dance") > 2 * motion("talking_head")
+
+    def brightness(quality: float) -> float:
+        rng = np.random.default_rng(0)
+        return float(np.mean([render_frames(rng, "cooking", quality).mean() for _ in range(3)]))
+
+    assert brightness(-2.0) < brightness(2.0) - 20
+
+
+def test_any_pyarrow_filesystem(tmp_path):
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    simulate(fs, "lake/", START, 1, 5, media=True)
+    videos = pq.read_table(tmp_path / "lake/landing/videos/dt=2026-01-01/part-00000.parquet")
+    uri = videos["video_uri"][0].as_py()
+    assert uri.startswith("lake/landing/media/videos/v") and (tmp_path / uri).exists()
+
+
+def test_s3_uris(tmp_path):
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        fs = pafs.S3FileSystem(
+            access_key="test",
+            secret_key="test",
+            endpoint_override=f"http://{host}:{port}",
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+        fs.create_dir("bucket")
+        simulate(fs, "bucket/lake", START, 1, 3)
+        day = "bucket/lake/landing/videos/dt=2026-01-01"
+        videos = pq.read_table(f"{day}/part-00000.parquet", filesystem=fs)
+        uri = videos["video_uri"][0].as_py()
+        assert uri.startswith("s3://bucket/lake/landing/media/videos/v")
+        assert fs.get_file_info(uri.removeprefix("s3://")).size > 0
+        assert fs.get_file_info(f"{day}/_SUCCESS").type == pafs.FileType.File
+    finally:
+        server.stop()
+
+
+def test_bad_arguments():
+    fs = pafs.LocalFileSystem()
+    with pytest.raises(ValueError):
+        simulate(fs, "/nowhere", START, 1, 10, seed=-1)
+    with pytest.raises(ValueError):
+        simulate(fs, "/nowhere", START, 1, 10, origin=START + dt.timedelta(days=1))
