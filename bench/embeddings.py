@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vq_assets.core.embeddings.media import load_media_many, read_local  # noqa: E402
 
 if TYPE_CHECKING:
-    from vq_assets.core.embeddings.encoders import BlipEncoder
+    from vq_assets.core.embeddings.blip import BlipEncoder
 
 # torch/transformers are imported inside main(): decode workers re-run this module's top level,
 # and should not pay for importing them.
@@ -115,14 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from vq_assets.core.embeddings.pipeline import embed_videos, model_threads
-    from vq_assets.core.embeddings.encoders import (
+    from vq_assets.core.embeddings.blip import (
         BLIP_MODEL_ENV,
         DEFAULT_CACHE_DIR,
         BlipEncoder,
         ensure_placeholder_blip,
         load_blip,
     )
+    from vq_assets.core.embeddings.pipeline import embed_videos, model_threads
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

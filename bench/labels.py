@@ -55,7 +55,6 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA  # noqa: E402
 from vq_assets.core.labels.windows import (  # noqa: E402
     LABEL_COLUMNS,
     SKIP_SECONDS,
@@ -65,8 +64,9 @@ from vq_assets.core.labels.windows import (  # noqa: E402
     unknown_video_events,
     watch_daily_partials,
 )
-from vq_assets.core.lake.store import Lake  # noqa: E402
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA  # noqa: E402
 from vq_assets.core.lake.sql import connect  # noqa: E402
+from vq_assets.core.lake.store import Lake  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 EVENT_COLUMNS = ("video_id", "event_ts", "watch_time_s", "liked", "commented", "shared")

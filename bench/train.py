@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -45,17 +45,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from vq_assets.core.model.dataset import QualityDataset  # noqa: E402
 from vq_assets.core.model.features import CATEGORICAL, CREATOR_FEATURES  # noqa: E402
-from vq_assets.core.model.network import ModelConfig, QualityModel, loss_terms  # noqa: E402
-from vq_assets.core.model.train import (  # noqa: E402
-    FitResult,
-    QualityDataset,
-    TrainConfig,
-    fit,
-    fit_ensemble,
-    make_synthetic,
-    predict,
+from vq_assets.core.model.inference import predict  # noqa: E402
+from vq_assets.core.model.loop import FitResult, fit  # noqa: E402
+from vq_assets.core.model.network import NetworkConfig, QualityModel, loss_terms  # noqa: E402
+from vq_assets.core.model.settings import (  # noqa: E402
+    ModelShape,
+    TrainSettings,
+    add_arguments,
+    from_arguments,
 )
+from vq_assets.core.model.synthetic import make_synthetic  # noqa: E402
+from vq_assets.core.model.train import fit_ensemble  # noqa: E402
 
 # BLIP base's retrieval space is 256 wide (`image_text_hidden_size`); the tiny placeholder that
 # tests and the offline demo build (`ensure_placeholder_blip(size="tiny")`) gives 64.
@@ -207,7 +209,7 @@ def score_breakdown(
 
 
 def train_samples_per_s(
-    config: ModelConfig,
+    config: NetworkConfig,
     train: QualityDataset,
     val: QualityDataset,
     batch: int,
@@ -215,14 +217,14 @@ def train_samples_per_s(
     device: str,
 ) -> float:
     """Median over epochs of `fit`'s own samples/s (the train loop, not validation)."""
-    cfg = TrainConfig(batch_size=batch, max_epochs=epochs, patience=epochs + 1, device=device)
+    cfg = TrainSettings(batch_size=batch, max_epochs=epochs, patience=epochs + 1, device=device)
     history = fit(config, cfg, train, val).history
     # The first epoch pays one-off allocations; drop it when there are others.
     rates = [h["samples_per_s"] for h in history[1:] or history]
     return statistics.median(rates)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--emb-dim",
@@ -230,9 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         default=BLIP_BASE_DIM,
         help="image/text embedding width (256 BLIP base, 64 the tiny placeholder)",
     )
-    # Defaults of the training asset (defs/training.py): width 128, an ensemble of 5 networks.
-    p.add_argument("--width", type=int, default=128, help="common width W of the groups")
-    p.add_argument("--members", type=int, default=5, help="networks in the scored ensemble")
+    # The network's shape: the production defaults of core's ModelShape (--width, --members...).
+    add_arguments(p, ModelShape)
     p.add_argument("--rows", type=int, default=20_000, help="synthetic rows (80%% trained on)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-sizes", default="256,1024")
@@ -241,14 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-batch", type=int, default=8192)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = torch.device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     dense = {"image_emb": args.emb_dim, "text_emb": args.emb_dim, "creator": len(CREATOR_FEATURES)}
+    shape = from_arguments(ModelShape, args)
     # `fit` trains one network; the ensemble is `members` such fits, scored together.
-    config = ModelConfig(dense_dims=dense, cat_cardinalities=dict(CATEGORICAL), width=args.width)
+    ensemble = NetworkConfig(dense_dims=dense, cat_cardinalities=dict(CATEGORICAL), shape=shape)
+    config = ensemble.single()
     data = make_synthetic(args.rows, seed=0, dense_dims=dense, cat_cardinalities=CATEGORICAL)
     split = int(0.8 * args.rows)
     train, val = data.subset(slice(0, split)), data.subset(slice(split, None))
@@ -256,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         args.score_rows, seed=1, dense_dims=dense, cat_cardinalities=CATEGORICAL
     )
     scorer = fit_ensemble(
-        replace(config, members=args.members),
-        TrainConfig(max_epochs=1, device=args.device),
+        ensemble,
+        TrainSettings(max_epochs=1, device=args.device),
         train,
         val,
     )
@@ -265,10 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = QualityModel(config)
     print(
-        f"model: groups {dict(dense)} + {dict(CATEGORICAL)}, width {config.width}, "
-        f"cross {config.cross_layers}x rank {config.cross_rank}, mlp {config.mlp}; "
+        f"model: groups {dict(dense)} + {dict(CATEGORICAL)}, width {shape.width}, "
+        f"cross {shape.cross_layers}x rank {shape.cross_rank}, mlp {shape.mlp}; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters per network; "
-        f"scored as an ensemble of {args.members}"
+        f"scored as an ensemble of {shape.members}"
     )
     for b in batch_sizes:
         gemms = model_gemms(model, b)
@@ -337,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         f"\nscoring: predict at batch {args.score_batch} on {args.score_rows:,} videos with "
-        f"the {args.members}-network ensemble; 'model only' = its forward passes alone on "
+        f"the {shape.members}-network ensemble; 'model only' = its forward passes alone on "
         "already normalised tensors"
     )
     print(
         f"{'threads':>7s} {'videos/s':>10s} {'normalise s':>12s} {'model only/s':>13s} "
         f"{'fwd GFLOP/s':>12s} {'bare fwd GFLOP/s':>17s} {'roofline':>9s} {'model only':>11s}"
     )
-    fwd_per_video = args.members * sum(m.forward_flops for m in model_gemms(model, 1))
+    fwd_per_video = shape.members * sum(m.forward_flops for m in model_gemms(model, 1))
     for t in threads_seen:
         rate, model_rate = med[(t, "score")], med[(t, "forward")]
         achieved = rate * fwd_per_video / 1e9

@@ -36,8 +36,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     lake = _lake(args.lake)
     summary = simulate(
-        lake.fs,
-        lake.base,
+        lake,
         args.start,
         args.days,
         args.videos_per_day,
@@ -108,14 +107,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_real(args: argparse.Namespace) -> int:
     """Evaluate on KuaiRand-Pure with authors disjoint between train/validation/test."""
-    from vq_assets.core.evaluation.real_data import run_evaluate_real
+    from vq_assets.real_report import run_evaluate_real
 
     return run_evaluate_real(
         Path(args.kuairand),
         lake_dir=None if args.real_lake is None else Path(args.real_lake),
         seed=args.seed,
         repeats=args.repeats,
-        write_results=args.write_results,
+        results_path=REPO_ROOT / "bench" / "RESULTS.md" if args.write_results else None,
     )
 
 

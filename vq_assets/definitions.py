@@ -1,4 +1,8 @@
-"""The one place that assembles assets, checks, jobs, schedules, sensors and resources."""
+"""The one place that assembles assets, checks, jobs, schedules, sensors and resources.
+
+Dagster loads the code location through ``defs`` (``@dg.definitions``): resources are built then,
+from the environment of the process that loads it (VQ_LAKE, VQ_HOME, VQ_DEPLOYMENT...).
+"""
 
 import dagster as dg
 
@@ -7,7 +11,7 @@ from vq_assets.resources import resources_for_deployment
 
 
 def build_definitions() -> dg.Definitions:
-    """The code location, with resources read from the environment now (VQ_LAKE, VQ_HOME...)."""
+    """The code location, with resources read from the environment now."""
     return dg.Definitions.merge(
         ingest.defs,
         labels.defs,
@@ -19,4 +23,6 @@ def build_definitions() -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

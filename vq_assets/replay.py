@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
 from vq_assets.core.model.features import label_days_for_week
-from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.defs.automation import (
     FEATURE_ASSETS,
     LABEL_ASSETS,

@@ -5,19 +5,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vq_assets.core.evaluation.variants import TASK_STEMS
-from vq_assets.core.model.features import FULL_MODEL
 from vq_assets.core.lake.store import Lake
+from vq_assets.core.model import tasks
+from vq_assets.core.model.features import ABLATIONS, FULL_MODEL
 from vq_assets.core.model.registry import default_tracking_uri
 from vq_assets.resources import vq_home
 
-# What the production system vq is modelled on reported on its own data (BLIP embeddings only).
-REFERENCE_SPEARMAN = {
-    "skips": 0.755,
-    "avg_watch_time_s": 0.435,
-    "full_watches": 0.573,
-    "skip_rate": 0.282,
-}
+# What the production system vq is modelled on reported for its skip-rate calibration.
 REFERENCE_CALIBRATION = 0.996
 
 
@@ -45,11 +39,13 @@ def evaluation_tables(rows: list[dict]) -> str:
         f"{'LightGBM':>10}{'best achievable':>17}{'% of best':>11}"
     )
     lines = [head, "-" * len(head)]
-    for task, stem in TASK_STEMS.items():
+    for task in tasks.catalogue():
+        stem = task.stem
         model = _value(rows, "model", FULL_MODEL, f"val_{stem}_SpearmanCorr")
         best = _value(rows, "best_achievable", "simulator_truth", f"{stem}_SpearmanCorr")
+        reference = task.reference_spearman or float("nan")
         lines.append(
-            f"{task:<22}{model:>10.3f}{REFERENCE_SPEARMAN[task]:>11.3f}"
+            f"{task.name:<22}{model:>10.3f}{reference:>11.3f}"
             f"{_value(rows, 'baseline', 'creator_prior_mean', f'val_{stem}_SpearmanCorr'):>14.3f}"
             f"{_value(rows, 'baseline', 'lightgbm', f'val_{stem}_SpearmanCorr'):>10.3f}"
             f"{best:>17.3f}{100 * model / best if best > 0 else float('nan'):>10.0f}%"
@@ -61,23 +57,45 @@ def evaluation_tables(rows: list[dict]) -> str:
         lines.append(
             "(test Spearman gap, 95% paired-bootstrap interval; one containing 0 is a tie)"
         )
-        for task, stem in TASK_STEMS.items():
-            cells = []
+        for task in tasks.catalogue():
+            stem, cells = task.stem, []
             for baseline in ("creator_prior_mean", "lightgbm"):
                 gap, low, high = (
                     _value(rows, "model_vs_baseline", baseline, f"val_{stem}_SpearmanGap{end}")
                     for end in ("", "_ci95_low", "_ci95_high")
                 )
                 cells.append(f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]")
-            lines.append(f"{task:<22}" + "".join(f"{c:>26}" for c in cells))
-    lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in TASK_STEMS)]
+            lines.append(f"{task.name:<22}" + "".join(f"{c:>26}" for c in cells))
+    lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in tasks.names())]
     variants = sorted(
-        {r["variant"] for r in rows if r["section"] == "ablation"},
-        key=lambda v: list(("embeddings_only", "creator_only", "both", FULL_MODEL)).index(v),
+        {r["variant"] for r in rows if r["section"] == "ablation"}, key=list(ABLATIONS).index
     )
     for v in variants:
-        vals = [_value(rows, "ablation", v, f"val_{s}_SpearmanCorr") for s in TASK_STEMS.values()]
+        vals = [
+            _value(rows, "ablation", v, f"val_{t.stem}_SpearmanCorr") for t in tasks.catalogue()
+        ]
         lines.append(f"{v:<26}" + "".join(f"{x:>18.3f}" for x in vals))
+    return "\n".join(lines)
+
+
+def metrics_markdown(metrics: dict[str, float]) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def demo_lists_markdown(demo: pa.Table) -> str:
+    """The demo lists as a Markdown table for the Dagster UI."""
+    lines = [
+        "| list | rank | pred skip rate | true skip rate | plays | caption |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in demo.to_pylist():
+        true = r["skip_rate"] if r["skip_rate"] is None else round(r["skip_rate"], 3)
+        lines.append(
+            f"| {r['list']} | {r['rank']} | {r['pred_skip_rate']:.3f} | {true} | "
+            f"{r['plays']} | {(r['caption'] or '')[:60]} |"
+        )
     return "\n".join(lines)
 
 

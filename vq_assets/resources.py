@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
-from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles
 from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles
 
 DEFAULT_HOME = ".vq"
 
@@ -135,7 +135,7 @@ class DeviceResource(dg.ConfigurableResource):
     def setup(self) -> str:
         import torch
 
-        from vq_assets.core.embeddings.encoders import pick_device
+        from vq_assets.core.embeddings.base import pick_device
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -155,7 +155,9 @@ class EncoderResource(dg.ConfigurableResource):
     text_encoder: str = "auto"
 
     def load(self, device: DeviceResource):
-        from vq_assets.core.embeddings.encoders import PairedEncoder, TextOnlyEncoder, load_blip
+        from vq_assets.core.embeddings.blip import load_blip
+        from vq_assets.core.embeddings.minilm import TextOnlyEncoder
+        from vq_assets.core.embeddings.paired import PairedEncoder
 
         if self.text_encoder not in ("auto", "blip", "minilm"):
             raise ValueError(f"text_encoder must be auto, blip or minilm: {self.text_encoder!r}")
@@ -180,37 +182,46 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_root: str | None = None
 
 
+def _setting(name: str, default: str | None) -> str | None:
+    """An environment setting as ``dg.EnvVar`` when set, so that the UI shows where a value
+    comes from (and never a secret's value) and it is read when the run starts; else the
+    default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
 def resources_for_deployment(deployment: str | None = None) -> dict[str, object]:
     """Resources for `VQ_DEPLOYMENT`: `local` (default) or `production`.
 
     Production reads the lake root from VQ_LAKE (an s3:// URI) and bounds DuckDB with
-    VQ_DUCKDB_MEMORY_LIMIT / VQ_DUCKDB_TEMP_DIR; secrets only ever come from the environment.
+    VQ_DUCKDB_MEMORY_LIMIT / VQ_DUCKDB_TEMP_DIR; secrets only ever come from the environment
+    (the S3 resource's boto3 session reads AWS_* itself).
     """
     deployment = deployment or os.environ.get("VQ_DEPLOYMENT", "local")
     if deployment not in ("local", "production"):
         raise ValueError(f"VQ_DEPLOYMENT must be 'local' or 'production', not {deployment!r}")
     if deployment == "production" and not os.environ.get("VQ_LAKE", "").startswith("s3://"):
         raise ValueError("VQ_DEPLOYMENT=production needs VQ_LAKE=s3://bucket/prefix")
-    lake = LakeResource(root=default_lake_root(), s3=S3Resource())
-    duck = DuckDBResource(
-        memory_limit=os.environ.get("VQ_DUCKDB_MEMORY_LIMIT"),
-        temp_dir=os.environ.get("VQ_DUCKDB_TEMP_DIR", os.path.join(vq_home(), "duckdb_spill")),
-    )
     from vq_assets.core.model.registry import default_tracking_uri
 
     home = vq_home()
+    lake = LakeResource(root=_setting("VQ_LAKE", os.path.join(home, "lake")), s3=S3Resource())
     return {
         "lake": lake,
         "lake_io": LakeIOManager(lake=lake),
-        "duckdb": duck,
-        "device": DeviceResource(
-            device=os.environ.get("VQ_DEVICE", "auto"),
-            precision=os.environ.get("VQ_PRECISION", "fp32"),
+        "duckdb": DuckDBResource(
+            memory_limit=_setting("VQ_DUCKDB_MEMORY_LIMIT", None),
+            temp_dir=_setting("VQ_DUCKDB_TEMP_DIR", os.path.join(home, "duckdb_spill")),
         ),
-        "encoder": EncoderResource(cache_dir=os.path.join(home, "models")),
+        "device": DeviceResource(
+            device=_setting("VQ_DEVICE", "auto"), precision=_setting("VQ_PRECISION", "fp32")
+        ),
+        "encoder": EncoderResource(
+            blip_model=_setting("VQ_BLIP_MODEL", None), cache_dir=os.path.join(home, "models")
+        ),
         "mlflow_tracking": MlflowResource(
-            tracking_uri=default_tracking_uri(home),
-            artifact_root=os.environ.get("VQ_MLFLOW_ARTIFACTS")
-            or os.path.join(home, "mlflow", "artifacts"),
+            tracking_uri=_setting("MLFLOW_TRACKING_URI", default_tracking_uri(home)),
+            artifact_root=_setting(
+                "VQ_MLFLOW_ARTIFACTS", os.path.join(home, "mlflow", "artifacts")
+            ),
         ),
     }

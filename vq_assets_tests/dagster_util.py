@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from vq_assets.definitions import defs
+from vq_assets.definitions import build_definitions
 from vq_assets.resources import LakeIOManager, LakeResource, resources_for_deployment
 
 
@@ -33,7 +33,7 @@ def materialize_days(
         for day in days:
             out.append(
                 dg.materialize(
-                    list(defs.assets),
+                    list(build_definitions().assets),
                     selection=[name],
                     partition_key=day,
                     resources=resources(lake_root, s3),

@@ -5,8 +5,8 @@ import json
 
 import dagster as dg
 
-from vq_assets.core.model import registry
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
+from vq_assets.core.model import registry
 from vq_assets.partitions import START_DATE, daily, label_days, weekly
 from vq_assets.resources import LakeResource
 
@@ -76,7 +76,7 @@ def first_model_week(lake) -> str | None:
     """The first week whose `quality_model` passed the promotion gate: days from then on can be
     scored (`quality_scores` uses the latest promoted model as of its day), earlier days never."""
     promoted = registry.promoted_records(lake)
-    return promoted[0]["week"] if promoted else None
+    return promoted[0].week if promoted else None
 
 
 def plan_requests(

@@ -1,12 +1,11 @@
 """Labels: per-event-day partials, exact 7-day labels, point-in-time creator features."""
 
 import dagster as dg
-import pyarrow as pa
 
-from vq_assets.core.labels import daily_stats
 from vq_assets.core.labels import windows as core
-from vq_assets.core.lake.contract import VIDEOS_SCHEMA
+from vq_assets.core.labels.source import choose_label_source, labels_for_day
 from vq_assets.core.labels.windows import LABELS_SCHEMA
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
@@ -85,38 +84,15 @@ def video_labels_7d(
     the partials of event days D..D+7; or, where the lake has `video_daily_stats` for D..D+6
     instead, the sums of those 7 calendar days."""
     day, lk = context.partition_key, lake.get_lake()
-    stats_days = [core.shift(day, i) for i in range(core.WINDOW_DAYS)]
-    use_stats = config.prefer_daily_stats and all(
-        lk.day_complete(daily_stats.TABLE, d) for d in stats_days
-    )
+    source = choose_label_source(lk, day, config.prefer_daily_stats)
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
-        if use_stats:
-            expected, read = stats_days, stats_days
-            checked = [daily_stats.validate_daily_stats_day(con, lk, d) for d in stats_days]
-            for d, result in zip(stats_days, checked, strict=True):
-                lk.write_table(lk.quarantine_dir(daily_stats.TABLE, d), result.rejects)
-            con.register("daily_stats", pa.concat_tables([c.valid for c in checked]))
-            labels = daily_stats.labels_from_daily_stats(con, day)
-            source = "video_daily_stats: 7 calendar days from the creation day"
-        else:
-            expected = [core.shift(day, i) for i in range(core.WINDOW_DAYS + 1)]
-            read = list(video_watch_daily.days)
-            if read != expected:
-                missing = sorted(set(expected) - set(read))
-                raise dg.Failure(
-                    f"video_watch_daily is not materialized for {missing}: the window of "
-                    f"{day} is not complete (and no video_daily_stats for {stats_days[0]}.."
-                    f"{stats_days[-1]})"
-                )
-            video_watch_daily.register(con, "partials")
-            labels = core.labels_from_partials(con, day)
-            source = "watch_events: exact window [created_at, created_at + 7 days)"
+        labels, read = labels_for_day(con, lk, day, source, video_watch_daily)
         bad = core.label_range_violations(con, "labels", labels)
     yield dg.Output(
         labels,
         metadata={
-            "label_source": source,
+            "label_source": source.description,
             "videos": labels.num_rows,
             "videos_without_plays": int((labels["plays"].to_numpy() == 0).sum()),
             "plays": int(labels["plays"].to_numpy().sum()),
@@ -132,8 +108,8 @@ def video_labels_7d(
     )
     yield dg.AssetCheckResult(
         check_name="window_complete",
-        passed=read == expected,
-        metadata={"expected": expected, "read": read},
+        passed=read == list(source.days),
+        metadata={"expected": list(source.days), "read": read},
     )
 
 

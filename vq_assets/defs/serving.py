@@ -6,30 +6,22 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from vq_assets.core.model import registry
-from vq_assets.core.serving import flywheel
-from vq_assets.core.lake.contract import VIDEOS_SCHEMA
-from vq_assets.core.model.features import joined_rows
 from vq_assets.core.labels.windows import shift
+from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import PartitionFiles
+from vq_assets.core.model import registry, tasks
+from vq_assets.core.model.features import joined_rows
+from vq_assets.core.serving import flywheel
 from vq_assets.core.serving.scores import score_videos
 from vq_assets.partitions import daily, label_days
 from vq_assets.resources import DuckDBResource, LakeResource
 
 
 class ScoringConfig(dg.Config):
-    weight_skip_rate: float = -1.0
-    weight_avg_watch_time_s: float = 0.5
-    weight_full_watches: float = 0.5
-    weight_skips: float = -0.25
-
-    def weights(self) -> flywheel.QualityWeights:
-        return flywheel.QualityWeights(
-            self.weight_skip_rate,
-            self.weight_avg_watch_time_s,
-            self.weight_full_watches,
-            self.weight_skips,
-        )
+    # Task name -> weight of its within-day z-score in the quality score; a task left out keeps
+    # its catalogue default (core/model/tasks.py: skip_rate -1, avg_watch_time_s 0.5,
+    # full_watches 0.5, skips -0.25).
+    weights: dict[str, float] = {}
 
 
 @dg.asset(
@@ -72,19 +64,16 @@ def quality_scores(
         creator_features.register(con, "creator")
         rows = joined_rows(con, with_labels=False)
         videos = con.sql("SELECT count(*) FROM videos").fetchall()[0][0]
-    model = registry.load_version(lk, record["model_version"])
-    scores = score_videos(rows, model, record["model_version"], config.weights())
-    finite = all(
-        np.isfinite(scores[c].to_numpy()).all()
-        for c in ("pred_skips", "pred_avg_watch_time_s", "pred_full_watches", "pred_skip_rate")
-    )
+    model = registry.load_version(lk, record.model_version)
+    scores = score_videos(rows, model, record.model_version, config.weights)
+    finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in tasks.catalogue())
     yield dg.Output(
         scores,
         metadata={
             "videos_scored": scores.num_rows,
             "videos_without_features": videos - scores.num_rows,
-            "model_version": record["model_version"],
-            "model_week": record["week"],
+            "model_version": record.model_version,
+            "model_week": record.week,
             "mean_pred_skip_rate": float(np.mean(scores["pred_skip_rate"].to_numpy()))
             if scores.num_rows
             else float("nan"),

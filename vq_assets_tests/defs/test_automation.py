@@ -15,7 +15,7 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 from dagster_aws.s3 import S3Resource
 
 from vq_assets.core.lake.store import Lake
-from vq_assets.definitions import defs
+from vq_assets.definitions import build_definitions
 from vq_assets.defs.automation import (
     FEATURE_ASSETS,
     SCORING_ASSETS,
@@ -28,7 +28,8 @@ from vq_assets.resources import LakeResource
 from vq_assets_tests.dagster_util import resources
 from vq_assets_tests.landing import event, ts, video, write_day
 
-REPO = defs.get_repository_def()
+DEFS = build_definitions()
+REPO = DEFS.get_repository_def()
 UTC = dt.UTC
 
 
@@ -174,7 +175,7 @@ def test_the_chain_scores_only_days_a_promoted_model_can_serve(tmp_path, instanc
 def _materialize_partials(lake_root: Path, instance, day: str) -> None:
     # The three assets of one event day in one run: the order a backfill follows.
     dg.materialize(
-        list(defs.assets),
+        list(DEFS.assets),
         selection=["raw_videos", "watch_events", "video_watch_daily"],
         partition_key=day,
         resources=resources(lake_root),
@@ -210,7 +211,7 @@ def test_labels_are_requested_once_the_window_partials_are_in_and_the_request_ru
 
     # What the daemon would launch succeeds and writes D's labels.
     result = dg.materialize(
-        list(defs.assets),
+        list(DEFS.assets),
         selection=request.asset_selection,
         partition_key=request.partition_key,
         resources=resources(tmp_path),

@@ -5,10 +5,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, validate_day
 from vq_assets.core.labels.daily_stats import daily_stats_from_events, write_daily_stats
-from vq_assets.core.lake.store import Lake
+from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, validate_day
 from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.store import Lake
 from vq_assets_tests.dagster_util import materialize_days
 from vq_assets_tests.defs.test_ingest_labels_chain import DAYS, build_lake
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vq_assets.core.model import registry
 from vq_assets.core.lake.store import Lake
+from vq_assets.core.model import registry
 from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
@@ -24,14 +24,13 @@ def replayed(tmp_path_factory):
     start = dt.date.fromisoformat(START_DATE)
     simulate_local(root, start, 26, 40, seed=3)
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("VQ_LAKE", str(root))
-        defs = build_definitions()  # resources read VQ_LAKE when built
-    assert defs.resources["lake"].root == str(root)
-    instance = dg.DagsterInstance.ephemeral()
-    lake = Lake.local(root)
-    replay = Replay(defs, instance, lake, train_days=28, min_train_days=10, log=lambda _: None)
-    replay.run(START_DATE, "2026-01-26")
-    yield lake, instance, replay, defs
+        env.setenv("VQ_LAKE", str(root))  # the lake resource reads it (dg.EnvVar) at each run
+        defs = build_definitions()
+        instance = dg.DagsterInstance.ephemeral()
+        lake = Lake.local(root)
+        replay = Replay(defs, instance, lake, train_days=28, min_train_days=10, log=lambda _: None)
+        replay.run(START_DATE, "2026-01-26")
+        yield lake, instance, replay, defs
 
 
 def _read(lake: Lake, asset: str, day: str):

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from vq_assets.core.embeddings.encoders import VideoEncoder, text_present
+from vq_assets.core.embeddings.base import VideoEncoder, text_present
 from vq_assets.core.embeddings.media import MediaResult, ReadBytes, load_media_many, read_local
 
 INPUT_COLUMNS = ("video_id", "caption", "video_uri", "thumbnail_uri")

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from vq_assets.core.embeddings.blip import BlipEncoder, ensure_placeholder_blip
+from vq_assets.core.embeddings.minilm import TextOnlyEncoder
 from vq_assets.core.embeddings.pipeline import embed_videos
-from vq_assets.core.embeddings.encoders import BlipEncoder, TextOnlyEncoder, ensure_placeholder_blip
 from vq_assets_tests.core.embeddings.test_media import write_cover, write_video
 
 FRAMES = 4

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vq_assets.core.embeddings.encoders import (
+from vq_assets.core.embeddings.blip import (
     BLIP_MODEL_ENV,
     PLACEHOLDER_MARKER,
     BlipEncoder,
-    TextOnlyEncoder,
     ensure_placeholder_blip,
     load_blip,
     resolve_blip,
 )
+from vq_assets.core.embeddings.minilm import TextOnlyEncoder
 
 
 @pytest.fixture(scope="module")

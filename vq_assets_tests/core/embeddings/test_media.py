@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vq_assets.core.embeddings.media import MediaDecodeError, load_image, load_media, read_local, sample_frames
+from vq_assets.core.embeddings.media import (
+    MediaDecodeError,
+    load_image,
+    load_media,
+    read_local,
+    sample_frames,
+)
 
 
 def _codec() -> str:

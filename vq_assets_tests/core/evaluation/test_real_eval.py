@@ -14,14 +14,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from vq_assets.core.sources import kuairand as kr
+from vq_assets import real_report
 from vq_assets.core.evaluation import real_data as real_eval
-from vq_assets.core.model.features import TASKS
 from vq_assets.core.lake.store import Lake
+from vq_assets.core.model import tasks
+from vq_assets.core.sources import kuairand as kr
 
 SRC = Path(
     os.environ.get(
-        "VQ_KUAIRAND_DIR", Path(__file__).parents[2].parent / "shared/data/kuairand_pure"
+        "VQ_KUAIRAND_DIR", Path(__file__).resolve().parents[4] / "shared/data/kuairand_pure"
     )
 )
 needs_data = pytest.mark.skipif(
@@ -88,7 +89,7 @@ def _rows(videos: list[tuple[str, str, dt.datetime, float]]) -> pa.Table:
             "video_id": [v[0] for v in videos],
             "creator_id": [v[1] for v in videos],
             "created_at": pa.array([v[2] for v in videos], pa.timestamp("us", tz="UTC")),
-            **{t: [v[3] for v in videos] for t in TASKS},
+            **{t: [v[3] for v in videos] for t in tasks.names()},
         }
     )
 
@@ -117,7 +118,7 @@ def test_prior_mean_uses_only_earlier_days():
     }
     for video, (n, mean) in want.items():
         assert prior[video]["prior_videos"] == n
-        for t in TASKS:
+        for t in tasks.names():
             got = prior[video][f"prior_mean_{t}"]
             if mean is None:
                 assert got is None
@@ -137,7 +138,7 @@ def test_prior_on_the_slice_matches_plain_python(lake):
             and h["created_at"].date() < r["created_at"].date()
         ]
         assert r["prior_videos"] == len(earlier)
-        for t in TASKS:
+        for t in tasks.names():
             if earlier:
                 assert r[f"prior_mean_{t}"] == pytest.approx(np.mean([h[t] for h in earlier]))
             else:
@@ -149,31 +150,33 @@ def test_evaluate_real_gives_finite_metrics_per_task(lake):
     report = real_eval.evaluate_real(lake, seed=0, max_epochs=3, patience=2, gbdt_rounds=50)
     assert sum(report.split_videos.values()) == report.videos
     assert 0 < report.test_with_prior <= report.split_videos["test"]
-    for t in TASKS:
+    for t in tasks.names():
         for method in ("vq_model", "lightgbm"):
             assert math.isfinite(report.value(method, t, "SpearmanCorr")), (method, t)
         for method in real_eval.METHODS:
             assert math.isfinite(report.value(method, t, "MAE")), (method, t)
         assert math.isnan(report.value("global_mean", t, "SpearmanCorr"))  # constant
-    text = real_eval.results_section([report], "vq evaluate-real --kuairand DIR --write-results")
-    assert text.startswith(real_eval.SECTION + "\n") and "| vq_model |" in text
+    text = real_report.results_section([report], "vq evaluate-real --kuairand DIR --write-results")
+    assert text.startswith(real_report.SECTION + "\n") and "| vq_model |" in text
     assert "over seeds" not in text  # one seed: no spread table
     again = dataclasses.replace(report, seed=1)  # stands in for a second seed's report
-    assert "| vq_model − lightgbm |" in real_eval.results_section([report, again], "vq ...")
+    assert "| vq_model − lightgbm |" in real_report.results_section([report, again], "vq ...")
 
 
 def test_write_section_appends_once_then_replaces_in_place(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# results\n\n## labels\n\nfast.\n")
-    real_eval.write_section(path, f"{real_eval.SECTION}\n\nfirst\n")
-    assert path.read_text() == f"# results\n\n## labels\n\nfast.\n\n{real_eval.SECTION}\n\nfirst\n"
+    real_report.write_section(path, f"{real_report.SECTION}\n\nfirst\n")
+    assert (
+        path.read_text() == f"# results\n\n## labels\n\nfast.\n\n{real_report.SECTION}\n\nfirst\n"
+    )
     with open(path, "a") as f:  # someone appends another section after ours
         f.write("\n## training\n\nslow.\n")
-    real_eval.write_section(path, f"{real_eval.SECTION}\n\nsecond\n")
+    real_report.write_section(path, f"{real_report.SECTION}\n\nsecond\n")
     assert path.read_text() == (
-        f"# results\n\n## labels\n\nfast.\n\n{real_eval.SECTION}\n\nsecond\n"
+        f"# results\n\n## labels\n\nfast.\n\n{real_report.SECTION}\n\nsecond\n"
         "\n## training\n\nslow.\n"
     )
     new = tmp_path / "new" / "RESULTS.md"
-    real_eval.write_section(new, f"{real_eval.SECTION}\n\nonly\n")
-    assert new.read_text() == f"{real_eval.SECTION}\n\nonly\n"
+    real_report.write_section(new, f"{real_report.SECTION}\n\nonly\n")
+    assert new.read_text() == f"{real_report.SECTION}\n\nonly\n"

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from vq_assets.core.labels import daily_stats as core
-from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, ContractError, validate_day
 from vq_assets.core.labels.windows import LABELS_SCHEMA, shift
-from vq_assets.core.lake.store import Lake
+from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, ContractError, validate_day
 from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.store import Lake
 from vq_assets_tests.landing import (
     event,
     events_by_day,

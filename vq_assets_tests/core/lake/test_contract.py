@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from vq_assets.core.lake.contract import CONTRACTS, ContractError, validate_day
-from vq_assets.core.lake.store import Lake
 from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.store import Lake
 from vq_assets_tests.landing import event, ts, video, write_day
 
 DAY = "2026-01-05"

@@ -3,20 +3,26 @@ import math
 import pytest
 import torch
 
+from vq_assets.core.model import tasks
 from vq_assets.core.model.network import (
-    DEFAULT_TASKS,
     GroupDropout,
     GroupProjection,
     LowRankCrossNet,
-    ModelConfig,
+    NetworkConfig,
     PairwiseInteraction,
     QualityModel,
     loss_terms,
     to_natural_units,
 )
+from vq_assets.core.model.settings import ModelShape
 
 DENSE = {"image_emb": 16, "text_emb": 16, "creator": 5}
 CATS = {"language": 12, "duration_bucket": 8, "hour": 24, "weekday": 7}
+
+
+def shape(**kw) -> ModelShape:
+    """One network without group dropout unless asked: the parts' own behaviour."""
+    return ModelShape(**{"members": 1, "group_dropout": 0.0, **kw})
 
 
 def _batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -83,10 +89,10 @@ def test_low_rank_cross_net_follows_dcn_v2_formula() -> None:
     ],
 )
 def test_model_builds_from_any_subset_of_groups(dense: dict, cats: dict) -> None:
-    config = ModelConfig(dense_dims=dense, cat_cardinalities=cats, width=8, mlp=(16,))
+    config = NetworkConfig(dense, cats, shape(width=8, mlp=(16,)))
     model = QualityModel(config)
     out = model(_batch())  # extra groups in the batch are ignored
-    assert set(out) == set(DEFAULT_TASKS)
+    assert set(out) == set(tasks.names())
     assert all(v.shape == (6,) for v in out.values())
     g = len(dense) + len(cats)
     assert model.body.layers[0].in_features == g * 8 + g * (g - 1) // 2
@@ -95,7 +101,7 @@ def test_model_builds_from_any_subset_of_groups(dense: dict, cats: dict) -> None
 
 
 def test_same_seed_same_weights_and_outputs() -> None:
-    config = ModelConfig(DENSE, CATS, width=8, mlp=(16,), dropout=0.0)
+    config = NetworkConfig(DENSE, CATS, shape(width=8, mlp=(16,), dropout=0.0))
 
     def build(seed: int) -> QualityModel:
         torch.manual_seed(seed)
@@ -110,22 +116,25 @@ def test_same_seed_same_weights_and_outputs() -> None:
 
 
 def test_config_round_trip_and_validation() -> None:
-    config = ModelConfig(DENSE, CATS, mlp=(32, 16), tasks=("skips", "skip_rate"))
-    assert ModelConfig.from_dict(config.to_dict()) == config
+    config = NetworkConfig(DENSE, CATS, shape(mlp=(32, 16)), tasks=("skips", "skip_rate"))
+    assert NetworkConfig.from_dict(config.to_dict()) == config
     assert config.groups == (*DENSE, *CATS)
+    assert NetworkConfig(DENSE).shape == ModelShape()  # production's shape by default
     with pytest.raises(ValueError, match="at least one"):
-        ModelConfig()
+        NetworkConfig()
     with pytest.raises(ValueError, match="tasks"):
-        ModelConfig(DENSE, tasks=("likes",))
+        NetworkConfig(DENSE, tasks=("likes",))
     with pytest.raises(ValueError, match="both dense and categorical"):
-        ModelConfig({"x": 2}, {"x": 3})
+        NetworkConfig({"x": 2}, {"x": 3})
     with pytest.raises(ValueError, match="group_dropout"):
-        ModelConfig(DENSE, group_dropout=1.0)
+        shape(group_dropout=1.0)
     with pytest.raises(ValueError, match="watch_time_prior_plays"):
-        ModelConfig(DENSE, watch_time_prior_plays=-1.0)
-    # A config.json written before a field existed loads with that field's default.
-    old = {k: v for k, v in config.to_dict().items() if k != "group_dropout"}
-    assert ModelConfig.from_dict(old).group_dropout == 0.0
+        shape(watch_time_prior_plays=-1.0)
+    # A config.json written before the shape had its own dataclass (flat fields, and before
+    # group dropout existed) loads as the network it was trained as.
+    flat = {**config.to_dict(), **config.to_dict()["shape"]}
+    del flat["shape"], flat["group_dropout"]
+    assert NetworkConfig.from_dict(flat) == config
 
 
 def test_log1p_loss_masks_null_rows() -> None:

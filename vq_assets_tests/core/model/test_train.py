@@ -12,30 +12,33 @@ import safetensors.torch
 import torch
 
 from vq_assets.core.evaluation.metrics import mean_spearman, task_metrics
-from vq_assets.core.model.network import ModelConfig, QualityModel
-from vq_assets.core.model.train import (
-    FeatureNormalizer,
-    GlobalBatchSampler,
-    QualityDataset,
-    TrainConfig,
+from vq_assets.core.model.dataset import QualityDataset, infer_groups
+from vq_assets.core.model.distributed import GlobalBatchSampler
+from vq_assets.core.model.inference import (
     evaluate,
-    fit,
-    fit_ensemble,
-    infer_groups,
     load_model,
-    main,
-    make_synthetic,
     predict,
     recalibrate_heads,
     save_model,
 )
+from vq_assets.core.model.loop import fit
+from vq_assets.core.model.network import NetworkConfig, QualityModel
+from vq_assets.core.model.normalizer import FeatureNormalizer
+from vq_assets.core.model.settings import ModelShape
+from vq_assets.core.model.settings import TrainSettings as TrainConfig
+from vq_assets.core.model.synthetic import make_synthetic
+from vq_assets.core.model.train import fit_ensemble, main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SMALL = {
     "dense_dims": {"image_emb": 8, "text_emb": 8, "creator": 4},
     "cat_cardinalities": {"language": 5, "duration_bucket": 4},
 }
-TINY_MODEL = dict(width=8, cross_rank=4, mlp=(16,))
+TINY = ModelShape(width=8, cross_rank=4, mlp=(16,), members=1, group_dropout=0.0)
+
+
+def tiny_shape(**kw) -> ModelShape:
+    return replace(TINY, **kw)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,9 +52,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[QualityDataset, QualityDataset, ModelConfig]:
+def tiny() -> tuple[QualityDataset, QualityDataset, NetworkConfig]:
     data = make_synthetic(300, seed=3, **SMALL)
-    config = ModelConfig(**SMALL, **TINY_MODEL)
+    config = NetworkConfig(**SMALL, shape=TINY)
     return data.subset(slice(0, 240)), data.subset(slice(240, None)), config
 
 
@@ -141,7 +144,7 @@ def test_fit_is_seeded_and_reports_every_epoch(tiny) -> None:
 
 def test_resume_after_crash_matches_uninterrupted_run(tiny, tmp_path: Path) -> None:
     train, val, config = tiny
-    config = replace(config, dropout=0.2)  # dropout RNG must resume too
+    config = replace(config, shape=tiny_shape(dropout=0.2))  # dropout RNG must resume too
     cfg = TrainConfig(batch_size=64, max_epochs=4, patience=10, seed=2)
     straight = fit(config, cfg, train, val)
 
@@ -204,7 +207,7 @@ def test_save_load_round_trip_gives_identical_predictions(tiny, tmp_path: Path) 
 def test_model_learns_synthetic_targets() -> None:
     data = make_synthetic(3000, seed=1)
     dense, cats = infer_groups(data)
-    config = ModelConfig(dense, cats, width=32, mlp=(64,), dropout=0.0)
+    config = NetworkConfig(dense, cats, tiny_shape(width=32, cross_rank=16, mlp=(64,), dropout=0.0))
     train, val = data.subset(slice(0, 2400)), data.subset(slice(2400, None))
     result = fit(config, TrainConfig(lr=3e-3, batch_size=128, max_epochs=6, patience=2), train, val)
     ev = evaluate(result.model, result.normalizer, val)
@@ -233,7 +236,9 @@ def test_main_smoke_on_npz(tmp_path: Path) -> None:
                 str(tmp_path / "set.npz"),
                 "--out",
                 str(out),
-                "--epochs",
+                "--max-epochs",
+                "1",
+                "--members",
                 "1",
                 "--batch-size",
                 "32",
@@ -254,11 +259,16 @@ def test_torchrun_two_ranks_match_one_process(tmp_path: Path) -> None:
     args = [
         "--synthetic",
         "400",
-        "--epochs",
+        "--max-epochs",
         "2",
+        "--members",
+        "1",
         "--batch-size",
         "64",
+        # Dropout masks are drawn per rank's share of a batch: equal only without dropout.
         "--dropout",
+        "0",
+        "--group-dropout",
         "0",
         "--width",
         "16",
@@ -308,7 +318,7 @@ def test_fit_rejects_a_task_without_labels(tiny) -> None:
 def test_ensemble_averages_its_seeded_members_and_round_trips(tiny, tmp_path: Path) -> None:
     train, val, config = tiny
     cfg = TrainConfig(batch_size=64, max_epochs=1)
-    ensemble = fit_ensemble(replace(config, members=2), cfg, train, val)
+    ensemble = fit_ensemble(replace(config, shape=tiny_shape(members=2)), cfg, train, val)
     singles = [fit(config, replace(cfg, seed=s), train, val) for s in (0, 1)]
     features = QualityDataset(features=val.features)
     got = predict(ensemble.model, ensemble.normalizer, features)
@@ -320,7 +330,7 @@ def test_ensemble_averages_its_seeded_members_and_round_trips(tiny, tmp_path: Pa
     np.testing.assert_allclose(got["skips"], np.expm1(log1p), rtol=1e-4)
     save_model(tmp_path, ensemble.model, ensemble.model.config, ensemble.normalizer)
     loaded = load_model(tmp_path)
-    assert loaded.config.members == 2
+    assert loaded.config.shape.members == 2
     again = predict(loaded.model, loaded.normalizer, features)
     for task in got:
         np.testing.assert_array_equal(got[task], again[task])
@@ -329,7 +339,10 @@ def test_ensemble_averages_its_seeded_members_and_round_trips(tiny, tmp_path: Pa
 def test_recalibration_matches_validation_levels_and_keeps_rankings(tiny) -> None:
     train, val, config = tiny
     result = fit_ensemble(
-        replace(config, members=2, group_dropout=0.5), TrainConfig(max_epochs=2), train, val
+        replace(config, shape=tiny_shape(members=2, group_dropout=0.5)),
+        TrainConfig(max_epochs=2),
+        train,
+        val,
     )
     before = evaluate(result.model, result.normalizer, val).predictions
     shifts = recalibrate_heads(result.model, result.normalizer, val)

