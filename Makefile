@@ -10,8 +10,9 @@ export DAGSTER_HOME := $(CURDIR)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU build of torch, pinned before anything can pull a CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# The CPU build of torch first (its pin lives in pyproject.toml), before anything can pull a
+	# CUDA build.
+	$(BIN)/python -m pip install -q "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
-from vq_assets.partitions import START_DATE, daily, label_days, weekly
+from vq_assets.partitions import START_DATE, daily, label_days
 from vq_assets.resources import LakeResource
 
 FEATURE_ASSETS = [
@@ -25,19 +25,16 @@ RETRAIN_ASSETS = ["training_set", "quality_model", "model_evaluation"]
 daily_chain_job = dg.define_asset_job(
     "daily_chain",
     selection=FEATURE_ASSETS + SCORING_ASSETS,
-    partitions_def=daily,
     description="A landed day: ingest, partials, embeddings, creator features, scores, weights.",
 )
 labels_job = dg.define_asset_job(
     "labels",
     selection=LABEL_ASSETS + LIFT_ASSETS,
-    partitions_def=label_days,
     description="A creation day whose 7-day window has closed: labels, then the flywheel lift.",
 )
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=RETRAIN_ASSETS,
-    partitions_def=weekly,
     description="The week's training set, model (through the promotion gate) and evaluation.",
 )
 

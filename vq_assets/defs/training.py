@@ -2,6 +2,7 @@
 
 import dagster as dg
 import mlflow
+import numpy as np
 import pyarrow as pa
 
 from vq_assets.core.evaluation import tables
@@ -49,21 +50,17 @@ def training_set(
         video_labels_7d.register(con, "labels", LABELS_SCHEMA)
         rows = features.joined_rows(con, with_labels=True)
         labelled = con.sql("SELECT count(*) FROM labels").fetchall()[0][0]
-    days = [d.isoformat() for d in rows.column("day").to_pylist()]
-    split_of = features.split_days(sorted(set(days)))
-    table = rows.append_column("split", pa.array([split_of[d] for d in days], pa.string()))
-    by_split = {
-        s: sum(1 for d in days if split_of[d] == s) for s in ("train", "validation", "test")
-    }
+    table, days_by_split = features.with_time_split(rows)
+    split = np.asarray(table.column("split").to_pylist())
     return dg.Output(
         table,
         metadata={
             "rows": table.num_rows,
-            **{f"rows_{s}": n for s, n in by_split.items()},
-            "label_days": dg.MetadataValue.json(sorted(split_of)),
-            "days_by_split": dg.MetadataValue.json(
-                {s: [d for d, x in sorted(split_of.items()) if x == s] for s in by_split}
+            **{f"rows_{s}": int(np.sum(split == s)) for s in days_by_split},
+            "label_days": dg.MetadataValue.json(
+                sorted(d for v in days_by_split.values() for d in v)
             ),
+            "days_by_split": dg.MetadataValue.json(days_by_split),
             "labelled_videos_without_features": labelled - table.num_rows,
         },
     )

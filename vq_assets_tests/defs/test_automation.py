@@ -19,7 +19,6 @@ from vq_assets.definitions import build_definitions
 from vq_assets.defs.automation import (
     FEATURE_ASSETS,
     SCORING_ASSETS,
-    daily_schedule,
     landing_sensor,
     retrain_schedule,
 )
@@ -275,6 +274,7 @@ def test_retrain_schedule_trains_the_week_that_starts_that_sunday():
 
 
 def test_daily_schedule_runs_yesterdays_chain_at_two():
+    daily_schedule = DEFS.resolve_schedule_def("daily_chain_schedule")
     assert next_ticks(daily_schedule, dt.datetime(2026, 3, 9, 12, tzinfo=UTC), 2) == [
         dt.datetime(2026, 3, 10, 2, tzinfo=UTC),
         dt.datetime(2026, 3, 11, 2, tzinfo=UTC),

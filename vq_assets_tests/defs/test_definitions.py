@@ -49,7 +49,9 @@ def snapshot(defs: dg.Definitions) -> dict:
     return {
         "assets": assets,
         "jobs": jobs,
-        "schedules": {s.name: s.cron_schedule for s in defs.schedules},
+        "schedules": {
+            s.name: defs.resolve_schedule_def(s.name).cron_schedule for s in defs.schedules
+        },
         "sensors": sorted(s.name for s in defs.sensors),
     }
 

@@ -24,6 +24,8 @@ def replayed(tmp_path_factory):
     start = dt.date.fromisoformat(START_DATE)
     simulate_local(root, start, 26, 40, seed=3)
     with pytest.MonkeyPatch.context() as env:
+        # MLflow exports the URI it last used; this test reads its own store.
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
         env.setenv("VQ_LAKE", str(root))  # the lake resource reads it (dg.EnvVar) at each run
         defs = build_definitions()
         instance = dg.DagsterInstance.ephemeral()

@@ -262,16 +262,16 @@ def evaluate_real(
     lake: Lake,
     *,
     seed: int = 0,
-    max_epochs: int = 40,
-    patience: int = 5,
+    max_epochs: int = TrainSettings.max_epochs,
+    patience: int = TrainSettings.patience,
     top_tags: int = 40,
     gbdt_rounds: int = 400,
     threads: int = 1,
 ) -> RealEvalReport:
     """Train and compare every method on the KuaiRand lake, authors split by `seed`.
 
-    The vq model trains through `train_model` with the asset's default `ModelShape` and
-    `TrainSettings`, overriding only the seed and the epoch budget (`max_epochs`, `patience`).
+    The vq model trains through `train_model` with the asset's `ModelShape` and `TrainSettings`
+    (the epoch budget is overridable, for quick tests).
     `threads` bounds torch's intra-op threads while training (restored afterwards): other jobs
     share the machine and this data is small.
     """

@@ -108,6 +108,19 @@ def split_days(days: list[str], val_fraction: float = 0.15, test_fraction: float
     }
 
 
+def with_time_split(rows: pa.Table) -> tuple[pa.Table, dict[str, list[str]]]:
+    """`rows` (from `joined_rows`) with a `split` column by creation day (`split_days`), and
+    the days of each split."""
+    days = [d.isoformat() for d in rows.column("day").to_pylist()]
+    split_of = split_days(sorted(set(days)))
+    table = rows.append_column("split", pa.array([split_of[d] for d in days], pa.string()))
+    by_split = {
+        s: [d for d, x in sorted(split_of.items()) if x == s]
+        for s in ("train", "validation", "test")
+    }
+    return table, by_split
+
+
 def _emb(column: pa.ChunkedArray) -> np.ndarray:
     """[n, d] float32 from a list column (fixed-size, or a plain list after a DuckDB join);
     an all-null column (an encoder side that does not exist) gives [n, 0]."""

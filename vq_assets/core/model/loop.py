@@ -284,6 +284,28 @@ def _keep_best(t: _Training, record: dict[str, float], patience: int) -> None:
     state.stopped = state.bad_epochs >= patience
 
 
+def _loaders(
+    train_rows: TensorRows, val_rows: TensorRows, cfg: TrainSettings, ctx: Dist, device
+) -> tuple[GlobalBatchSampler, DataLoader, DataLoader]:
+    """This rank's loaders; the train sampler reshuffles per epoch (``set_epoch``)."""
+    samplers = [
+        GlobalBatchSampler(
+            len(rows),
+            cfg.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            shuffle=shuffle,
+            seed=cfg.seed,
+        )
+        for rows, shuffle in ((train_rows, True), (val_rows, False))
+    ]
+    train_loader, val_loader = (
+        loader(rows, s, cfg.num_workers, device)
+        for rows, s in zip((train_rows, val_rows), samplers, strict=True)
+    )
+    return samplers[0], train_loader, val_loader
+
+
 def fit(
     model_config: NetworkConfig,
     train_cfg: TrainSettings,
@@ -313,23 +335,7 @@ def fit(
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(train_cfg.seed)
         t = _start(model_config, train_cfg, train, normalizer, device, ctx)
-        sampler = GlobalBatchSampler(
-            len(train_rows),
-            train_cfg.batch_size,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            shuffle=True,
-            seed=train_cfg.seed,
-        )
-        val_sampler = GlobalBatchSampler(
-            len(val_rows),
-            train_cfg.batch_size,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            shuffle=False,
-        )
-        train_loader = loader(train_rows, sampler, train_cfg.num_workers, device)
-        val_loader = loader(val_rows, val_sampler, train_cfg.num_workers, device)
+        sampler, train_loader, val_loader = _loaders(train_rows, val_rows, train_cfg, ctx, device)
         while t.state.epoch < train_cfg.max_epochs and not t.state.stopped:
             epoch = t.state.epoch + 1
             sampler.set_epoch(epoch)

@@ -187,3 +187,32 @@ def test_natural_units() -> None:
     out = to_natural_units({"skips": torch.tensor([math.log1p(4.0)]), "skip_rate": torch.zeros(1)})
     assert out["skips"].item() == pytest.approx(4.0)
     assert out["skip_rate"].item() == 0.5
+
+
+def test_seeded_output_is_pinned() -> None:
+    """Golden values: any change to initialisation order, a part's maths or the head order shows
+    here (and would silently change every trained model and the README's numbers)."""
+    torch.manual_seed(0)
+    config = NetworkConfig(
+        {"image_emb": 4, "creator": 3},
+        {"language": 5},
+        shape(width=4, cross_rank=2, mlp=(8,), group_dropout=0.25),
+    )
+    model = QualityModel(config).eval()
+    g = torch.Generator().manual_seed(1)
+    x = {
+        "image_emb": torch.randn(3, 4, generator=g),
+        "creator": torch.randn(3, 3, generator=g),
+        "language": torch.tensor([0, 2, 4]),
+    }
+    with torch.no_grad():
+        out = model(x)
+    golden = {
+        "skips": [-0.014161, -0.060155, -0.013291],
+        "avg_watch_time_s": [-0.131479, -0.264089, -0.275183],
+        "full_watches": [-0.170323, 0.233358, -0.213048],
+        "skip_rate": [-0.049737, -0.011175, -0.050745],
+    }
+    assert list(out) == list(golden)
+    for task, values in golden.items():
+        torch.testing.assert_close(out[task], torch.tensor(values), rtol=0, atol=2e-6)
