@@ -1,5 +1,6 @@
 """The demo's closing report, read back from the lake like any other consumer would."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
         "where to look:",
         "  Dagster UI:  make ui  ->  http://127.0.0.1:3000  (runs, asset graph, metadata, checks)",
         f"  MLflow:      {repo_root}/.venv/bin/mlflow ui --backend-store-uri "
-        f"{default_tracking_uri(vq_home())} --port 5000",
+        f"{os.environ.get('MLFLOW_TRACKING_URI') or default_tracking_uri(vq_home())} --port 5000",
         f"  the lake:    {lake.root}/assets/<asset>/dt=YYYY-MM-DD/part-0.parquet",
     ]
     return "\n".join(out)

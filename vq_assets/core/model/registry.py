@@ -28,7 +28,8 @@ PRODUCTION_ALIAS = "production"
 
 
 def default_tracking_uri(home: str) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow/mlflow.db"
+    """The local MLflow store under `home` (VQ_HOME), when no MLFLOW_TRACKING_URI is set."""
+    return f"sqlite:///{home}/mlflow/mlflow.db"
 
 
 @contextmanager
