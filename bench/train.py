@@ -110,7 +110,7 @@ def model_gemms(model: QualityModel, batch: int) -> list[Gemm]:
     for i, v in enumerate(model.cross.V):
         rank, flat = v.shape  # V is [r, N]; U ([N, r]) maps back
         gemms += [Gemm(f"cross.V.{i}", batch, flat, rank), Gemm(f"cross.U.{i}", batch, rank, flat)]
-    groups, width = len(model.config.groups), model.config.width
+    groups, width = len(model.config.groups), model.config.shape.width
     # The pairwise interaction: groups [B, G, W] @ groups^T [B, W, G], both operands trained.
     gemms.append(Gemm("interaction.bmm", groups, width, groups, batch=batch))
     return gemms

@@ -315,7 +315,7 @@ class QualityModel(nn.Module):
 
 
 class QualityEnsemble(nn.Module):
-    """The average of ``config.members`` QualityModels trained from different seeds.
+    """The average of ``config.shape.members`` QualityModels trained from different seeds.
 
     Outputs are averaged in training space (log1p values, skip-rate logits), which lowers the
     variance of a single network's predictions at ``members`` times the cost.
