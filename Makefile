@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: setup demo test ui bench lint clean
+.PHONY: setup demo test ui mlflow docs bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ test: setup
 
 ui: setup
 	$(BIN)/vq ui
+
+# The MLflow UI on the local store (experiment and registered model `vq-quality`).
+mlflow: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.vq/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+# The README's pictures: the asset graph as the Chromium UI test renders it, and the skip-rate
+# calibration plot of the demo's last evaluation (run `make demo` first).
+FIGURES := .vq/lake/assets/model_evaluation_figures
+docs: setup
+	@test -d $(FIGURES) || { echo "no evaluation figures under $(FIGURES): run make demo first"; exit 1; }
+	$(BIN)/python -m pytest -q vq_assets_tests/e2e
+	mkdir -p docs
+	cp vq_assets_tests/e2e/artifacts/asset_graph.png docs/asset_graph.png
+	cp "$$(ls -d $(FIGURES)/dt=* | tail -1)/calibration_skip_rate.png" docs/calibration_skip_rate.png
 
 bench: setup
 	$(BIN)/python bench/labels.py

@@ -59,33 +59,46 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _replay(lake_root: str, start: dt.date, end: dt.date) -> None:
-    # Resources read VQ_LAKE when the code location loads: set it first.
+def _replay(lake_root: str, start: dt.date, end: dt.date, verbose: bool) -> None:
+    # The lake resource reads VQ_LAKE (dg.EnvVar) when each run starts: set it first.
     os.environ["VQ_LAKE"] = lake_root
     from vq_assets.definitions import build_definitions
     from vq_assets.partitions import TRAIN_WEEKS
     from vq_assets.replay import Replay
+    from vq_assets.resources import vq_home
 
     defs = build_definitions()
     instance = _instance()
-    replay = Replay(defs, instance, _lake(lake_root), train_days=7 * TRAIN_WEEKS)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log_file = Path(vq_home()) / "logs" / f"replay-{stamp}.log"
+    replay = Replay(
+        defs,
+        instance,
+        _lake(lake_root),
+        train_days=7 * TRAIN_WEEKS,
+        log_file=log_file,
+        verbose=verbose,
+    )
     print(f"replaying {start}..{end} on {lake_root} (Dagster instance {instance.root_directory})")
+    print(f"Dagster's step logs: {log_file} (and the Dagster UI); warnings and errors show here")
     replay.run(start.isoformat(), end.isoformat())
     print(f"replay done: {replay.runs} Dagster runs")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _replay(args.lake, args.start, args.end)
+    _replay(args.lake, args.start, args.end, args.verbose)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate the default world (unless already there), replay it, print the report."""
+    # A fixed intra-op thread count: the same numbers on any machine with the same CPU kernels.
+    os.environ.setdefault("VQ_TORCH_THREADS", "2")
     lake = _lake(args.lake)
     end = args.start + dt.timedelta(days=args.days - 1)
     if not lake.day_complete("watch_events", end.isoformat()):
         cmd_simulate(args)
-    _replay(args.lake, args.start, end)
+    _replay(args.lake, args.start, end, args.verbose)
     from vq_assets.report import demo_report
 
     print(demo_report(lake, REPO_ROOT))
@@ -148,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
     p.add_argument("--start", type=_date, required=True)
     p.add_argument("--end", type=_date, required=True)
+    p.add_argument("--verbose", action="store_true", help="print every Dagster event")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulate, replay and report (what `make demo` runs)")
@@ -156,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=45)
     p.add_argument("--videos-per-day", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print every Dagster event")
     p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False)
 
     p = sub.add_parser("import", help="convert a public data set into the landing zone")
@@ -195,10 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vq_assets.replay import ReplayError
+
     args = build_parser().parse_args(argv)
     if getattr(args, "lake", "unset") is None:
         args.lake = _default_lake()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ReplayError as e:
+        print(f"vq {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ interrupted replay resumes where it stopped.
 """
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
@@ -35,7 +37,55 @@ def _days(start: str, end: str) -> list[str]:
     return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
 
 
+class ReplayError(RuntimeError):
+    """A replay that cannot start or a run that failed, said in the user's terms."""
+
+
+def first_landed_day(lake) -> str | None:
+    """The first day whose videos carry their `_SUCCESS` marker, whatever VQ_START_DATE says."""
+    days = lake.list_days(lake.path("landing", "videos"))
+    return next((d for d in days if lake.day_complete("videos", d)), None)
+
+
+def check_start(lake, start: str) -> None:
+    """Refuse a replay that would wait forever on days that never landed."""
+    first = first_landed_day(lake)
+    if first is None:
+        raise ReplayError(
+            f"nothing has landed in {lake.root}/landing/videos: a day is landed when its "
+            "folder dt=YYYY-MM-DD holds its parquet files and a _SUCCESS marker"
+        )
+    if START_DATE < first:
+        raise ReplayError(
+            f"VQ_START_DATE is {START_DATE}, but the first landed day in {lake.root} is {first}: "
+            "the days before it have no data, and every partition that reads a window of days "
+            f"would wait for them. Set VQ_START_DATE={first} (the first partition) and run again."
+        )
+    if start < first:
+        raise ReplayError(f"--start {start} is before the first landed day {first}")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _log_line(entry: dg.EventLogEntry) -> str:
+    when = dt.datetime.fromtimestamp(entry.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    level = logging.getLevelName(entry.level)
+    event = entry.dagster_event.event_type_value if entry.dagster_event else "LOG"
+    message = entry.user_message or (entry.dagster_event.message if entry.dagster_event else "")
+    return f"{when} {level:<7} {entry.job_name} {entry.step_key or '-'} {event} {message}"
+
+
 class Replay:
+    """Replays days through the code location's jobs on ``instance``.
+
+    Dagster's console logger shows warnings and errors only (everything with ``verbose``); every
+    run's full event log also goes to ``log_file`` (and stays in the Dagster instance), and
+    ``log`` gets one line per day with the steps it ran and the ETA.
+    """
+
     def __init__(
         self,
         defs: dg.Definitions,
@@ -45,37 +95,54 @@ class Replay:
         train_days: int,
         min_train_days: int = MIN_TRAIN_DAYS,
         log: Callable[[str], None] = print,
+        log_file: Path | None = None,
+        verbose: bool = False,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
         self.train_days, self.min_train_days = train_days, min_train_days
+        self.log_file, self.verbose = log_file, verbose
         self.runs = 0
+        self._steps: list[str] = []
 
     def _done(self, asset: str, partition: str) -> bool:
         return partition in self.instance.get_materialized_partitions(dg.AssetKey(asset))
+
+    def _keep_log(self, run_id: str) -> None:
+        if self.log_file is None:
+            return
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("a", encoding="utf-8") as f:
+            f.writelines(_log_line(e) + "\n" for e in self.instance.all_logs(run_id))
 
     def _run(self, job: str, partition: str, assets: list[str]) -> None:
         todo = [a for a in assets if not self._done(a, partition)]
         if not todo:
             return
         started = time.monotonic()
+        level = "DEBUG" if self.verbose else "WARNING"
         result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance,
             partition_key=partition,
             asset_selection=[dg.AssetKey(a) for a in todo],
             raise_on_error=False,
             tags={"vq/replay": "true"},
+            run_config={"loggers": {"console": {"config": {"log_level": level}}}},
         )
         self.runs += 1
+        self._keep_log(result.run_id)
         if not result.success:
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
                 for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE"
             ]
-            raise RuntimeError(
-                f"{job}[{partition}] failed (run {result.run_id}):\n" + "\n".join(failures)
+            where = f"; the run's log is in {self.log_file}" if self.log_file else ""
+            raise ReplayError(
+                f"{job}[{partition}] failed (run {result.run_id}{where}):\n" + "\n".join(failures)
             )
-        self.log(f"  {job}[{partition}] {', '.join(todo)} in {time.monotonic() - started:.1f}s")
+        self._steps.append(f"{job}[{partition}] {time.monotonic() - started:.1f}s")
+        if self.verbose:
+            self.log(f"  {job}[{partition}] {', '.join(todo)} in {time.monotonic() - started:.1f}s")
 
     def day(self, day: str) -> None:
         if dt.date.fromisoformat(day).weekday() == 6:  # Sunday: weekly partitions start here
@@ -83,10 +150,8 @@ class Replay:
             if len(complete) >= self.min_train_days:
                 self._run("retrain", day, RETRAIN_ASSETS)
             else:
-                self.log(
-                    f"  week {day}: {len(complete)} label days complete "
-                    f"(< {self.min_train_days}), "
-                    "no retraining yet"
+                self._steps.append(
+                    f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
                 )
         scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
         self._run("daily_chain", day, FEATURE_ASSETS + scoring)
@@ -96,10 +161,16 @@ class Replay:
             self._run("labels", closed, LABEL_ASSETS + lift)
 
     def run(self, start: str, end: str) -> None:
+        check_start(self.lake, start)
         days = _days(start, end)
         t0 = time.monotonic()
         for i, day in enumerate(days, 1):
-            self.log(f"day {day} ({i}/{len(days)})")
+            self._steps = []
             self.day(day)
-            rate = (time.monotonic() - t0) / i
-            self.log(f"  {i}/{len(days)} days, ETA {rate * (len(days) - i):.0f}s")
+            elapsed = time.monotonic() - t0
+            eta = elapsed / i * (len(days) - i)
+            steps = ", ".join(self._steps) or "nothing to do"
+            self.log(
+                f"day {day} [{i:>{len(str(len(days)))}}/{len(days)}] {steps}  "
+                f"(elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
+            )

@@ -1,5 +1,6 @@
 """The demo's closing report, read back from the lake like any other consumer would."""
 
+import base64
 import os
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def evaluation_tables(rows: list[dict]) -> str:
         ]
         lines.append(f"{v:<26}" + "".join(f"{x:>18.3f}" for x in vals))
     return "\n".join(lines)
+
+
+def inline_png(data: bytes, title: str) -> str:
+    """Markdown that shows a PNG in the Dagster UI's metadata panel (a data URI: no server)."""
+    return f"![{title}](data:image/png;base64,{base64.b64encode(data).decode()})"
 
 
 def metrics_markdown(metrics: dict[str, float]) -> str:

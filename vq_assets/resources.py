@@ -129,7 +129,8 @@ class DeviceResource(dg.ConfigurableResource):
     device: str = "auto"
     precision: str = "fp32"
     batch_size: int = 64
-    # Intra-op threads for CPU work; None leaves torch's default.
+    # Intra-op threads for CPU work; None leaves torch's default (one per core). CPU reductions
+    # are split by thread count, so results are bit-identical only at the same count.
     threads: int | None = None
 
     def setup(self) -> str:
@@ -213,7 +214,11 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
             temp_dir=_setting("VQ_DUCKDB_TEMP_DIR", os.path.join(home, "duckdb_spill")),
         ),
         "device": DeviceResource(
-            device=_setting("VQ_DEVICE", "auto"), precision=_setting("VQ_PRECISION", "fp32")
+            device=_setting("VQ_DEVICE", "auto"),
+            precision=_setting("VQ_PRECISION", "fp32"),
+            threads=dg.EnvVar.int("VQ_TORCH_THREADS")
+            if os.environ.get("VQ_TORCH_THREADS")
+            else None,
         ),
         "encoder": EncoderResource(
             blip_model=_setting("VQ_BLIP_MODEL", None), cache_dir=os.path.join(home, "models")

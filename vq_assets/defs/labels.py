@@ -87,12 +87,13 @@ def video_labels_7d(
     source = choose_label_source(lk, day, config.prefer_daily_stats)
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
-        labels, read = labels_for_day(con, lk, day, source, video_watch_daily)
+        labels, read, quarantined = labels_for_day(con, lk, day, source, video_watch_daily)
         bad = core.label_range_violations(con, "labels", labels)
     yield dg.Output(
         labels,
         metadata={
             "label_source": source.description,
+            "source_rows_quarantined": quarantined,
             "videos": labels.num_rows,
             "videos_without_plays": int((labels["plays"].to_numpy() == 0).sum()),
             "plays": int(labels["plays"].to_numpy().sum()),

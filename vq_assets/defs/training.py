@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from vq_assets.core.evaluation import tables
+from vq_assets.core.evaluation.figures import png
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import Lake, PartitionFiles
@@ -16,7 +17,12 @@ from vq_assets.core.sources.simulator import expected_labels
 from vq_assets.defs.config import DerivedConfig, config_from
 from vq_assets.defs.embeddings import K8S_GPU_TAGS
 from vq_assets.partitions import TRAINING_DAYS, weekly
-from vq_assets.report import demo_lists_markdown, evaluation_tables, metrics_markdown
+from vq_assets.report import (
+    demo_lists_markdown,
+    evaluation_tables,
+    inline_png,
+    metrics_markdown,
+)
 from vq_assets.resources import DeviceResource, DuckDBResource, LakeResource, MlflowResource
 
 TRAINING_INS = {
@@ -123,6 +129,12 @@ def quality_model(
             "gate": record.gate_reason,
             "test_mean_spearman": record.test_mean_spearman,
             "best_epoch": record.best_epoch,
+            "best_val_loss": float(trained.result.best_val_loss),
+            **{
+                f"val_loss.{task}": float(loss)
+                for task, loss in trained.result.best_val_task_losses.items()
+            },
+            "epochs_trained": max(int(h["epoch"]) for h in trained.result.history),
             "metrics": dg.MetadataValue.md(metrics_markdown(trained.test_metrics)),
             "model_path": dg.MetadataValue.path(record.model_path),
         },
@@ -185,6 +197,11 @@ def model_evaluation(
         mlflow.start_run(run_id=record.run_id),
     ):
         registry.log_evaluation(report.rows, report.figures, report.demo)
+    # The figures also beside the tables in the lake, and inline in the UI.
+    figures_dir = lk.asset_dir("model_evaluation_figures", week)
+    images = {name: png(fig) for name, fig in report.figures.items()}
+    for name, data in images.items():
+        lk.write_bytes(f"{figures_dir}/{name}", data)
     return dg.Output(
         report.table(record.model_version),
         metadata={
@@ -197,6 +214,12 @@ def model_evaluation(
             "demo_lists": dg.MetadataValue.md(demo_lists_markdown(report.demo)),
             "demo_lists_path": dg.MetadataValue.path(demo_uri),
             "mlflow_run_id": record.run_id,
+            "figures_path": dg.MetadataValue.path(lk.uri(figures_dir)),
+            **{
+                f"plot.{name.removesuffix('.png')}": dg.MetadataValue.md(inline_png(data, name))
+                for name, data in images.items()
+            },
+            **tables.headline_metrics(report.rows),
         },
     )
 

@@ -113,3 +113,27 @@ def test_replay_resumes_without_redoing_work(replayed):
     before = replay.runs
     replay.run("2026-01-20", "2026-01-26")
     assert replay.runs == before
+
+
+def test_ui_plots_get_float_metadata(replayed):
+    _, instance, _, _ = replayed
+
+    def metadata(asset: str) -> dict:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return event.asset_materialization.metadata
+
+    evaluation = metadata("model_evaluation")
+    for task in ("skips", "avg_watch_time_s", "full_watches", "skip_rate"):
+        for key in ("test_spearman", "gap_to_lightgbm", "gap_ci95_low", "gap_ci95_high"):
+            assert isinstance(evaluation[f"{task}.{key}"], dg.FloatMetadataValue), (task, key)
+        low, gap, high = (
+            evaluation[f"{task}.{k}"].value
+            for k in ("gap_ci95_low", "gap_to_lightgbm", "gap_ci95_high")
+        )
+        assert low <= gap <= high
+        assert 0 < evaluation[f"{task}.share_of_best"].value < 1.5
+    assert evaluation["skips.mae"].value > 0 and evaluation["skip_rate.calibration"].value > 0
+    model = metadata("quality_model")
+    assert isinstance(model["best_val_loss"], dg.FloatMetadataValue)
+    assert isinstance(model["val_loss.skip_rate"], dg.FloatMetadataValue)
+    assert isinstance(metadata("raw_videos")["quarantine_share"], dg.FloatMetadataValue)

@@ -3,6 +3,8 @@ for each count task."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from vq_assets.core.model import tasks
@@ -45,3 +47,13 @@ def figures(preds: dict[str, np.ndarray], test: QualityDataset) -> dict[str, obj
         ax.set(xlabel=f"log1p actual {name}", ylabel="log1p predicted", title=name)
     out["predicted_vs_actual.png"] = fig
     return out
+
+
+def png(fig) -> bytes:
+    """A figure as PNG bytes (for the lake and the Dagster UI), closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()

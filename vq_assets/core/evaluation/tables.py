@@ -176,3 +176,34 @@ def evaluate_all(
         rows += metric_rows("best_achievable", "simulator_truth", best)
     demo = demo_lists(test_table, preds["skip_rate"])
     return Report(rows, demo, figures(preds, test))
+
+
+def headline_metrics(rows: list[dict]) -> dict[str, float]:
+    """The numbers a user follows week over week, flat (Dagster charts float metadata across
+    partitions): per task the model's test Spearman, its gap to LightGBM with the 95% interval,
+    MAE (counts) or calibration (rates), and its share of the best achievable (simulated lakes)."""
+    value = {
+        (r["section"], r["variant"], r["metric"]): r["value"] for r in rows if r["slice"] == "all"
+    }
+    out: dict[str, float] = {}
+    for task in tasks.catalogue():
+        stem, name = task.stem, task.name
+        spearman_ = value.get(("model", FULL_MODEL, f"val_{stem}_SpearmanCorr"), float("nan"))
+        out[f"{name}.test_spearman"] = spearman_
+        gap = f"val_{stem}_SpearmanGap"
+        for end, key in (
+            ("", "gap_to_lightgbm"),
+            ("_ci95_low", "gap_ci95_low"),
+            ("_ci95_high", "gap_ci95_high"),
+        ):
+            out[f"{name}.{key}"] = value.get(
+                ("model_vs_baseline", "lightgbm", gap + end), float("nan")
+            )
+        quality = "MAE" if task.is_count else "calibration"
+        out[f"{name}.{quality.lower()}"] = value.get(
+            ("model", FULL_MODEL, f"val_{stem}_{quality}"), float("nan")
+        )
+        best = value.get(("best_achievable", "simulator_truth", f"{stem}_SpearmanCorr"))
+        if best:
+            out[f"{name}.share_of_best"] = spearman_ / best
+    return {k: float(v) for k, v in out.items()}

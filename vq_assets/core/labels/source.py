@@ -42,8 +42,9 @@ def labels_for_day(
     day: str,
     source: LabelSource,
     partials: PartitionFiles,
-) -> tuple[pa.Table, list[str]]:
-    """The labels of the videos in view `videos` (created on `day`) and the days read.
+) -> tuple[pa.Table, list[str], int]:
+    """The labels of the videos in view `videos` (created on `day`), the days read, and how many
+    source rows were quarantined on the way.
 
     Daily-stats rows that break their contract go to the quarantine, day by day. From events,
     every partial of event days D..D+7 must exist: a label is never computed on a half-open
@@ -54,7 +55,8 @@ def labels_for_day(
         for d, result in zip(source.days, checked, strict=True):
             lake.write_table(lake.quarantine_dir(daily_stats.TABLE, d), result.rejects)
         con.register("daily_stats", pa.concat_tables([c.valid for c in checked]))
-        return daily_stats.labels_from_daily_stats(con, day), list(source.days)
+        quarantined = sum(c.rejects.num_rows for c in checked)
+        return daily_stats.labels_from_daily_stats(con, day), list(source.days), quarantined
     read = list(partials.days)
     if read != list(source.days):
         missing = sorted(set(source.days) - set(read))
@@ -63,4 +65,4 @@ def labels_for_day(
             f"complete (and no video_daily_stats for {shift(day, 0)}..{shift(day, 6)})"
         )
     partials.register(con, "partials")
-    return labels_from_partials(con, day), read
+    return labels_from_partials(con, day), read, 0
