@@ -59,6 +59,21 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+def _quiet_libraries(log_file: Path) -> None:
+    """Python logging and model-loading progress bars go to the log file, not the console."""
+    import logging
+
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def _replay(lake_root: str, start: dt.date, end: dt.date, verbose: bool) -> None:
     # The lake resource reads VQ_LAKE (dg.EnvVar) when each run starts: set it first.
     os.environ["VQ_LAKE"] = lake_root
@@ -79,6 +94,8 @@ def _replay(lake_root: str, start: dt.date, end: dt.date, verbose: bool) -> None
         log_file=log_file,
         verbose=verbose,
     )
+    if not verbose:
+        _quiet_libraries(log_file)
     print(f"replaying {start}..{end} on {lake_root} (Dagster instance {instance.root_directory})")
     print(f"Dagster's step logs: {log_file} (and the Dagster UI); warnings and errors show here")
     replay.run(start.isoformat(), end.isoformat())

@@ -81,9 +81,10 @@ def _log_line(entry: dg.EventLogEntry) -> str:
 class Replay:
     """Replays days through the code location's jobs on ``instance``.
 
-    Dagster's console logger shows warnings and errors only (everything with ``verbose``); every
-    run's full event log also goes to ``log_file`` (and stays in the Dagster instance), and
-    ``log`` gets one line per day with the steps it ran and the ETA.
+    Dagster's console logger shows errors only (everything with ``verbose``); ``log`` gets one
+    line per day with the steps it ran and the ETA, and each distinct warning once (a warning
+    that every day repeats, such as placeholder weights, would bury the progress). Every run's
+    full event log also goes to ``log_file``, and stays in the Dagster instance.
     """
 
     def __init__(
@@ -103,23 +104,31 @@ class Replay:
         self.log_file, self.verbose = log_file, verbose
         self.runs = 0
         self._steps: list[str] = []
+        self._warned: set[tuple[str, str]] = set()
 
     def _done(self, asset: str, partition: str) -> bool:
         return partition in self.instance.get_materialized_partitions(dg.AssetKey(asset))
 
     def _keep_log(self, run_id: str) -> None:
+        entries = self.instance.all_logs(run_id)
+        if not self.verbose:
+            for e in entries:
+                key = (e.step_key or e.job_name, e.user_message)
+                if e.level >= logging.WARNING and e.user_message and key not in self._warned:
+                    self._warned.add(key)
+                    self.log(f"  warning ({key[0]}, shown once): {e.user_message}")
         if self.log_file is None:
             return
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("a", encoding="utf-8") as f:
-            f.writelines(_log_line(e) + "\n" for e in self.instance.all_logs(run_id))
+            f.writelines(_log_line(e) + "\n" for e in entries)
 
     def _run(self, job: str, partition: str, assets: list[str]) -> None:
         todo = [a for a in assets if not self._done(a, partition)]
         if not todo:
             return
         started = time.monotonic()
-        level = "DEBUG" if self.verbose else "WARNING"
+        level = "DEBUG" if self.verbose else "ERROR"
         result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance,
             partition_key=partition,

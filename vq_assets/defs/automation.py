@@ -69,6 +69,16 @@ def landed_days(lake) -> list[str]:
     )
 
 
+def stray_landing_folders(lake) -> list[str]:
+    """`dt=` folders of the landing zone that are no day (`dt=2026-03-07.bak`): never requested,
+    named by every tick until someone removes them."""
+    return [
+        uri
+        for table in ("videos", "watch_events")
+        for uri in lake.stray_partitions(lake.path("landing", table))
+    ]
+
+
 def first_model_week(lake) -> str | None:
     """The first week whose `quality_model` passed the promotion gate: days from then on can be
     scored (`quality_scores` uses the latest promoted model as of its day), earlier days never."""
@@ -146,9 +156,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
         weights_done=set(weights),
         scoring_from=first_model_week(lk),
     )
+    stray = stray_landing_folders(lk)
+    ignored = ""
+    if stray:
+        # Shown where an operator looks: the tick's log, the cursor in the UI, the skip reason.
+        context.log.warning(f"ignoring landing folders that are no day: {', '.join(stray)}")
+        next_cursor["stray_folders"] = stray
+        ignored = f"; ignoring {len(stray)} folder(s) that are no day: {', '.join(stray)}"
     context.update_cursor(json.dumps(next_cursor))
     if not requests:
-        return dg.SkipReason(f"no new day landed ({dt.datetime.now(dt.UTC):%H:%M} UTC)")
+        return dg.SkipReason(f"no new day landed ({dt.datetime.now(dt.UTC):%H:%M} UTC){ignored}")
     return requests
 
 

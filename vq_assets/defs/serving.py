@@ -64,7 +64,7 @@ def quality_scores(
         creator_features.register(con, "creator")
         rows = joined_rows(con, with_labels=False)
         videos = con.sql("SELECT count(*) FROM videos").fetchall()[0][0]
-    model = registry.load_version(lk, record.model_version)
+    model = registry.load_record(lk, record)
     scores = score_videos(rows, model, record.model_version, config.weights)
     finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in tasks.catalogue())
     yield dg.Output(

@@ -186,7 +186,7 @@ def model_evaluation(
     shape, settings = _settings(config, device)
     report = tables.evaluate_all(
         table,
-        registry.load_version(lk, record.model_version),
+        registry.load_record(lk, record),
         shape,
         settings,
         _truth(lk, test_days),

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from vq_assets.core.labels.windows import LABELS_SCHEMA, SKIP_SECONDS, WINDOW_DAYS
 from vq_assets.core.lake.contract import TableContract, ValidatedDay, validate_day
+from vq_assets.core.lake.sql import sql_date
 from vq_assets.core.lake.store import Lake
 
 TABLE = "video_daily_stats"
@@ -110,8 +111,9 @@ def labels_from_daily_stats(con: duckdb.DuckDBPyConnection, day: str) -> pa.Tabl
     Ratios are taken after summing and are null without plays, as in labels.py; `early_events`
     is 0 because daily counters cannot see events before `created_at`.
     """
+    start = sql_date(day)
     stray = con.sql(
-        f"SELECT count(*) FROM videos WHERE CAST(created_at AS DATE) <> DATE '{day}'"
+        f"SELECT count(*) FROM videos WHERE CAST(created_at AS DATE) <> DATE '{start}'"
     ).fetchall()[0][0]
     if stray:
         raise ValueError(f"view videos holds {stray} videos not created on {day}")
@@ -122,7 +124,7 @@ def labels_from_daily_stats(con: duckdb.DuckDBPyConnection, day: str) -> pa.Tabl
                 SELECT video_id, sum(watch_time_s_sum) AS wt_sum,
                        {", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in COUNT_COLUMNS)}
                 FROM daily_stats
-                WHERE day >= DATE '{day}' AND day < DATE '{day}' + {WINDOW_DAYS}
+                WHERE day >= DATE '{start}' AND day < DATE '{start}' + {WINDOW_DAYS}
                 GROUP BY video_id
             )
             SELECT

@@ -16,6 +16,8 @@ import datetime as dt
 import duckdb
 import pyarrow as pa
 
+from vq_assets.core.lake.sql import sql_date
+
 WINDOW_DAYS = 7
 SKIP_SECONDS = 3.0
 
@@ -110,7 +112,7 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
             GROUP BY k
         )
         SELECT v.video_id, CAST(v.created_at AS DATE) AS created_day,
-               DATE '{event_day}' AS event_day, a.* EXCLUDE (k)
+               DATE '{sql_date(event_day)}' AS event_day, a.* EXCLUDE (k)
         FROM a JOIN v USING (k)
         ORDER BY v.video_id
         """
@@ -134,7 +136,7 @@ def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
                    sum(watch_time_sum) AS watch_time_sum, sum(likes) AS likes,
                    sum(comments) AS comments, sum(shares) AS shares,
                    sum(early_events) AS early_events
-            FROM partials WHERE created_day = DATE '{day}'
+            FROM partials WHERE created_day = DATE '{sql_date(day)}'
             GROUP BY video_id
         )
         SELECT
@@ -179,7 +181,7 @@ def creator_features(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
             SELECT creator_id, count(*) AS prior_labeled, {means},
                    max(created_at) + INTERVAL {WINDOW_DAYS} DAY AS history_through
             FROM history_labels
-            WHERE created_at + INTERVAL {WINDOW_DAYS} DAY <= TIMESTAMPTZ '{day}'
+            WHERE created_at + INTERVAL {WINDOW_DAYS} DAY <= TIMESTAMPTZ '{sql_date(day)}'
             GROUP BY creator_id
         ),
         prior AS (
@@ -249,7 +251,7 @@ def point_in_time_violations(
     """Feature rows whose label history reaches a window still open when `day` began."""
     con.register(name, features)
     n = con.sql(
-        f"SELECT count(*) FROM {name} WHERE history_through > TIMESTAMPTZ '{day}'"
+        f"SELECT count(*) FROM {name} WHERE history_through > TIMESTAMPTZ '{sql_date(day)}'"
     ).fetchall()[0][0]
     con.unregister(name)
     return n

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vq_assets.core.lake.sql import sql_date
 from vq_assets.core.lake.store import SUCCESS_MARKER, Lake, LakeError
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -177,8 +178,9 @@ def _typed_select(schema: pa.Schema) -> str:
 
 
 def _reason_sql(rules: list[tuple[str, str]], day: str, day_end: str) -> str:
+    bounds = {"day_start": sql_date(day), "day_end": sql_date(day_end)}
     parts = [
-        f"CASE WHEN coalesce(({pred.format(day_start=day, day_end=day_end)}), false) "
+        f"CASE WHEN coalesce(({pred.format(**bounds)}), false) "
         "THEN '" + reason.replace("'", "''") + "' END"
         for reason, pred in rules
     ]

@@ -1,8 +1,18 @@
-"""DuckDB connections configured the same way everywhere."""
+"""DuckDB connections configured the same way everywhere, and the one way a day enters SQL."""
 
 from __future__ import annotations
 
+import re
+
 import duckdb
+
+from vq_assets.core.lake.store import is_iso_day
+
+# A size DuckDB's memory_limit understands, and nothing else: the value comes from the
+# environment (VQ_DUCKDB_MEMORY_LIMIT), so it is checked before DuckDB ever sees it.
+_MEMORY_LIMIT = re.compile(
+    r"[0-9]+(\.[0-9]+)? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)", flags=re.IGNORECASE
+)
 
 
 def connect(
@@ -12,15 +22,34 @@ def connect(
 
     Extensions cannot be downloaded here, so autoloading is off: without ICU, DuckDB treats
     every TIMESTAMPTZ as a UTC instant, which is exactly the contract's convention.
-    `memory_limit` bounds DuckDB's memory; past it, operators spill to `temp_dir`.
+    `memory_limit` bounds DuckDB's memory; past it, operators spill to `temp_dir`. The settings
+    go in as connection options, never into SQL text, so no value can break out into a
+    statement (a quote in VQ_HOME, which `temp_dir` derives from, included).
     """
-    con = duckdb.connect(
-        config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
-    )
+    config: dict[str, str | int] = {
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+    }
     if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+        if not _MEMORY_LIMIT.fullmatch(memory_limit):
+            raise ValueError(
+                f"DuckDB memory_limit (VQ_DUCKDB_MEMORY_LIMIT) must be a number with a unit "
+                f"(KB, MB, GB, TB, KiB, MiB, GiB, TiB or %), e.g. '4GB'; got {memory_limit!r}"
+            )
+        config["memory_limit"] = memory_limit
     if threads:
-        con.execute(f"SET threads = {int(threads)}")
+        config["threads"] = int(threads)
     if temp_dir:
-        con.execute(f"SET temp_directory = '{temp_dir}'")
-    return con
+        config["temp_directory"] = temp_dir
+    return duckdb.connect(config=config)
+
+
+def sql_date(day: str) -> str:
+    """`day` for a SQL literal (`DATE '{sql_date(day)}'`): refused unless exactly YYYY-MM-DD.
+
+    Days come from partition keys and folder names; checking them here keeps a crafted key
+    (`2026-01-01' OR 1=1 --`) out of every query that interpolates one.
+    """
+    if not is_iso_day(day):
+        raise ValueError(f"not a day (YYYY-MM-DD): {day!r}")
+    return day

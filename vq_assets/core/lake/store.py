@@ -8,8 +8,10 @@ version intact, and a re-run replaces rather than duplicates.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +25,20 @@ import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
 SUCCESS_MARKER = "_SUCCESS"
+# Exactly YYYY-MM-DD in ASCII digits: `date.fromisoformat` alone also takes "20260101" and
+# "2026-W01-1", which are not partition keys.
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def is_iso_day(value: str) -> bool:
+    """Whether `value` is a real calendar day written exactly as YYYY-MM-DD (a partition key)."""
+    if not _ISO_DAY.fullmatch(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:  # 2026-02-30
+        return False
+    return True
 
 
 class LakeError(RuntimeError):
@@ -98,14 +114,28 @@ class Lake:
             and not i.base_name.startswith((".", "_"))
         )
 
-    def list_days(self, directory: str) -> list[str]:
-        """The `dt=` partitions under a table or asset folder, sorted."""
+    def _dt_values(self, directory: str) -> list[str]:
         info = self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         return sorted(
             i.base_name[3:]
             for i in info
             if i.type == pafs.FileType.Directory and i.base_name.startswith("dt=")
         )
+
+    def list_days(self, directory: str) -> list[str]:
+        """The `dt=YYYY-MM-DD` partitions under a table or asset folder, sorted.
+
+        Folders whose value is not a calendar day (`dt=2026-03-07.bak`, `dt=latest`) are left
+        out: they are no partition, and a key Dagster does not know fails whoever asks for it.
+        `stray_partitions` names them.
+        """
+        return [d for d in self._dt_values(directory) if is_iso_day(d)]
+
+    def stray_partitions(self, directory: str) -> list[str]:
+        """The `dt=` folders under `directory` that `list_days` leaves out, as URIs."""
+        return [
+            self.uri(f"{directory}/dt={d}") for d in self._dt_values(directory) if not is_iso_day(d)
+        ]
 
     def read_bytes(self, uri: str) -> bytes:
         """Media bytes by URI: an s3:// URI, an absolute path, or a path relative to the root."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -18,13 +20,25 @@ import pyarrow as pa
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake.store import Lake
-from vq_assets.core.model.inference import LoadedModel, load_model
+from vq_assets.core.model.inference import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    NORMALIZER_FILE,
+    LoadedModel,
+    load_model,
+)
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "vq-quality"
 MODEL_NAME = "vq-quality"
 PRODUCTION_ALIAS = "production"
+# The model version tag holding {file name: SHA-256} of the files registered.
+SHA256_TAG = "file_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model copy's files are not the files that were registered; the message names them."""
 
 
 def default_tracking_uri(home: str) -> str:
@@ -49,21 +63,40 @@ def log_params(params: Mapping[str, Any]) -> None:
     mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
 
 
+def file_sha256(model_dir: Path) -> dict[str, str]:
+    """{file name: SHA-256 hex digest} of every file in `model_dir`."""
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(model_dir.iterdir())
+        if f.is_file()
+    }
+
+
 def register_version(
     client: MlflowClient, run_id: str, model_dir: Path, lake: Lake, tags: Mapping[str, str]
-) -> int:
+) -> tuple[int, dict[str, str]]:
     """Log the model files to the run, register a new `vq-quality` version, and keep the same
-    files at `<lake>/models/quality/v<N>/` (safetensors + JSON: nothing to unpickle)."""
+    files at `<lake>/models/quality/v<N>/` (safetensors + JSON: nothing to unpickle).
+
+    Returns the version and the files' SHA-256. The hashes are kept outside the lake copy,
+    where whoever can rewrite the copy cannot rewrite them with it: the canonical place is the
+    model version's `file_sha256` tag in the registry, and the week's `ModelRecord` carries the
+    same mapping so that loaders check a copy without a round trip to the tracking server.
+    No manifest is written beside the files: one rewritten along with them proves nothing.
+    """
+    hashes = file_sha256(model_dir)
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
     try:
         client.get_registered_model(MODEL_NAME)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(MODEL_NAME)
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    mv = client.create_model_version(MODEL_NAME, source, run_id=run_id, tags=dict(tags))
+    mv = client.create_model_version(
+        MODEL_NAME, source, run_id=run_id, tags={**tags, SHA256_TAG: json.dumps(hashes)}
+    )
     version = int(mv.version)
     copy_to_lake(model_dir, lake, version)
-    return version
+    return version, hashes
 
 
 def lake_model_dir(lake: Lake, version: int) -> str:
@@ -103,10 +136,48 @@ def production_version(client: MlflowClient) -> int | None:
         return None
 
 
-def load_version(lake: Lake, version: int) -> LoadedModel:
-    """Model version `version`, loaded from its lake copy."""
+def verify_files(directory: Path, version: int, expected: Mapping[str, str]) -> None:
+    """Raise `ModelIntegrityError` unless every file `load_model` reads is in `expected` and
+    every file in `expected` is in `directory` with that SHA-256."""
+    uncovered = sorted({MODEL_FILE, CONFIG_FILE, NORMALIZER_FILE} - expected.keys())
+    if uncovered:
+        raise ModelIntegrityError(f"model v{version}: no recorded SHA-256 for {uncovered}")
+    for name, want in sorted(expected.items()):
+        path = directory / name
+        if not path.is_file():
+            raise ModelIntegrityError(f"model v{version}: {name} is missing from {directory}")
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != want:
+            raise ModelIntegrityError(
+                f"model v{version}: {name} has SHA-256 {got}, but {want} was registered; "
+                f"the copy in {directory} changed after registration"
+            )
+
+
+def load_version(
+    lake: Lake, version: int, expected_sha256: Mapping[str, str] | None = None
+) -> LoadedModel:
+    """Model version `version`, loaded from its lake copy; with `expected_sha256` ({file name:
+    SHA-256} as registered), only once every file is checked against it. `load_record` passes
+    the hashes a record holds."""
     with fetch_from_lake(lake, version) as directory:
+        if expected_sha256 is not None:
+            verify_files(directory, version, expected_sha256)
         return load_model(directory)
+
+
+def load_record(lake: Lake, record: ModelRecord) -> LoadedModel:
+    """The model of `record`, from its lake copy, checked against the record's file hashes."""
+    if record.file_sha256 is None:
+        # Records written before hashes were kept: their lakes must keep serving.
+        log.warning(
+            "quality_model record of week %s holds no file hashes: model v%d is loaded "
+            "unchecked (retrain the week to record them)",
+            record.week,
+            record.model_version,
+        )
+        return load_version(lake, record.model_version)
+    return load_version(lake, record.model_version, json.loads(record.file_sha256))
 
 
 @dataclass(frozen=True)
@@ -125,6 +196,9 @@ class ModelRecord:
     gate_reason: str
     best_epoch: int
     model_path: str
+    # JSON {file name: SHA-256} of the registered files (`register_version`); None in records
+    # written before hashes were kept.
+    file_sha256: str | None = None
 
     def to_table(self) -> pa.Table:
         return pa.Table.from_pylist([asdict(self)])

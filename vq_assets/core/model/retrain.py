@@ -4,6 +4,7 @@ promote it through the gate."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -75,16 +76,14 @@ def retrain_week(
         with tempfile.TemporaryDirectory() as tmp:
             model = trained.result.model
             save_model(tmp, model, model.config, trained.result.normalizer)
-            version = registry.register_version(
+            version, hashes = registry.register_version(
                 client, run.info.run_id, Path(tmp), lake, {"week": week}
             )
         current = registry.production_as_of(lake, week)
         current_score = (
             None
             if current is None
-            else mean_test_spearman(
-                registry.load_version(lake, current.model_version), trained.test
-            )
+            else mean_test_spearman(registry.load_record(lake, current), trained.test)
         )
         promoted, reason = gate(new_score, current_score, gate_tolerance)
         if promoted and moves_alias(week, registry.model_weeks(lake)):
@@ -101,5 +100,6 @@ def retrain_week(
         gate_reason=reason,
         best_epoch=trained.result.best_epoch,
         model_path=lake.uri(registry.lake_model_dir(lake, version)),
+        file_sha256=json.dumps(hashes),
     )
     return record, trained

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA, compatible
-from vq_assets.core.lake.sql import connect
+from vq_assets.core.lake.sql import connect, sql_date
 from vq_assets.core.lake.store import Lake
 
 VIDEOS_CSV = "video_features_basic_pure.csv"
@@ -350,7 +350,7 @@ def _write(con: duckdb.DuckDBPyConnection, lake: Lake) -> ImportSummary:
         return (
             con.sql(
                 f"SELECT {', '.join(schema.names)} FROM {table} "
-                f"WHERE CAST({column} AS DATE) = DATE '{day}' ORDER BY {order}"
+                f"WHERE CAST({column} AS DATE) = DATE '{sql_date(day)}' ORDER BY {order}"
             )
             .to_arrow_table()
             .cast(schema)
