@@ -13,6 +13,9 @@ from vq_assets.core.lake.sql import connect
 from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles
 
 DEFAULT_HOME = ".vq"
+# Output metadata an asset sets to False when a blocking check of this output failed: the lake
+# then keeps the previous partition and files the new version under `.rejected/`.
+PUBLISH = "vq/publish"
 
 
 def vq_home() -> str:
@@ -83,8 +86,11 @@ class DuckDBResource(dg.ConfigurableResource):
 class LakeIOManager(dg.ConfigurableIOManager):
     """Writes one parquet file per partition at `<lake>/assets/<asset>/dt=<day>/`.
 
-    Outputs are pyarrow tables, replaced atomically. Inputs arrive as `PartitionFiles`; every
-    upstream partition the mapping asks for must exist, so a window is never read half-filled.
+    Outputs are pyarrow tables, replaced atomically. Dagster stores an output before it sees
+    the checks yielded after it, so an asset whose blocking check fails says so on the Output
+    (`metadata={PUBLISH: False}`) and the previous version survives. Inputs arrive as
+    `PartitionFiles`; every upstream partition the mapping asks for must exist, so a window is
+    never read half-filled.
     """
 
     lake: LakeResource
@@ -96,7 +102,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         lake = self.lake.get_lake()
         day = context.partition_key if context.has_asset_partitions else None
-        uri = lake.write_table(lake.asset_dir(self._name(context.asset_key), day), obj)
+        flag = context.output_metadata.get(PUBLISH, True)
+        publish = flag.value if isinstance(flag, dg.MetadataValue) else flag
+        directory = lake.asset_dir(self._name(context.asset_key), day)
+        uri = lake.write_table(directory, obj, publish=bool(publish))
         context.add_output_metadata({"path": dg.MetadataValue.path(uri), "rows": obj.num_rows})
 
     def load_input(self, context: dg.InputContext) -> PartitionFiles:

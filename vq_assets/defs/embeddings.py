@@ -4,7 +4,19 @@ import time
 
 import dagster as dg
 
-from vq_assets.core.embeddings.pipeline import embed_videos
+from vq_assets.core.embeddings.media import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TIMEOUT_S,
+    MEDIA_STATUSES,
+    DecodeLimits,
+)
+from vq_assets.core.embeddings.media_access import DEFAULT_MEDIA_ROOTS, LakeMediaReader
+from vq_assets.core.embeddings.pipeline import (
+    DEFAULT_MAX_CAPTION_CHARS,
+    embed_videos,
+    truncate_captions,
+)
 from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.partitions import daily
 from vq_assets.resources import DeviceResource, EncoderResource, LakeResource
@@ -21,6 +33,15 @@ K8S_GPU_TAGS = {
 
 class EmbeddingsConfig(dg.Config):
     max_decode_error_share: float = 0.05
+    # Where video_uri / thumbnail_uri may point: paths relative to the lake root, or absolute
+    # (a local folder on a local lake, s3://bucket/prefix on an S3 lake). Anything else is
+    # refused unread.
+    media_roots: list[str] = list(DEFAULT_MEDIA_ROOTS)
+    max_media_bytes: int = DEFAULT_MAX_BYTES
+    max_media_pixels: int = DEFAULT_MAX_PIXELS
+    # per video, reading and decoding both sources; 0 = no limit
+    media_timeout_s: float = DEFAULT_TIMEOUT_S
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS
 
 
 @dg.asset(
@@ -35,7 +56,7 @@ class EmbeddingsConfig(dg.Config):
             "decode_error_share",
             asset="video_embeddings",
             blocking=True,
-            description="Fails when too many video files are corrupt (decode_error).",
+            description="Fails when too many videos' media are corrupt, refused or time out.",
         )
     ],
 )
@@ -50,6 +71,7 @@ def video_embeddings(
     """Image embeddings of K frames sampled from each video (else its cover) mean-pooled, and
     the caption's text embedding, in the encoder's shared space, L2-normalised."""
     videos = raw_videos.read(["video_id", "caption", "video_uri", "thumbnail_uri"])
+    videos, truncated = truncate_captions(videos, config.max_caption_chars)
     enc = encoder.load(device)
     if enc.placeholder:
         context.log.warning(
@@ -68,13 +90,18 @@ def video_embeddings(
         videos,
         enc,
         frames=encoder.frames,
-        read_bytes=lake.get_lake().read_bytes,
+        read_bytes=LakeMediaReader(lake.get_lake(), config.media_roots, config.max_media_bytes),
+        limits=DecodeLimits(config.max_media_pixels, config.media_timeout_s or None),
+        max_caption_chars=config.max_caption_chars,
         workers=encoder.decode_workers,
         progress=progress,
     )
     statuses = table.column("media_status").to_pylist()
-    counts = {s: statuses.count(s) for s in ("ok", "no_media", "decode_error")}
-    share = counts["decode_error"] / len(statuses) if statuses else 0.0
+    counts = {s: statuses.count(s) for s in MEDIA_STATUSES}
+    # Refusals and timeouts are data problems like corrupt files (hostile or broken URIs, files
+    # too large to decode): they count toward the blocking share. Missing media do not.
+    bad = sum(n for s, n in counts.items() if s not in ("ok", "no_media"))
+    share = bad / len(statuses) if statuses else 0.0
     elapsed = time.monotonic() - started
     yield dg.Output(
         table,
@@ -89,6 +116,10 @@ def video_embeddings(
             "media_ok": counts["ok"],
             "media_missing": counts["no_media"],
             "media_decode_errors": counts["decode_error"],
+            "media_refused": sum(n for s, n in counts.items() if s.startswith("refused")),
+            "media_timeouts": counts["timeout"],
+            "media_status_counts": {s: n for s, n in counts.items() if n},
+            "captions_truncated": truncated,
             "videos_per_s": table.num_rows / elapsed if elapsed > 0 else 0.0,
         },
     )

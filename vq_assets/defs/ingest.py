@@ -1,15 +1,23 @@
 """Ingest: landing days validated against the contract; rejects quarantined and counted."""
 
 import dagster as dg
-import pyarrow as pa
 
-from vq_assets.core.lake.contract import VIDEOS, WATCH_EVENTS, ValidatedDay, validate_day
+from vq_assets.core.lake.contract import (
+    VIDEOS,
+    WATCH_EVENTS,
+    ValidatedDay,
+    register_ingested_ids,
+    validate_day,
+)
 from vq_assets.partitions import daily
-from vq_assets.resources import DuckDBResource, LakeResource
+from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
 
 class IngestConfig(dg.Config):
     max_quarantine_share: float = 0.05
+    # IANA zone (e.g. "Europe/Berlin") of landing timestamps written without a time zone; they
+    # are converted to UTC. None: such a file fails the day, since its instants are unknown.
+    naive_timestamps_zone: str | None = None
 
 
 def _quarantine_check(name: str) -> dg.AssetCheckSpec:
@@ -24,22 +32,27 @@ def _quarantine_check(name: str) -> dg.AssetCheckSpec:
 def _publish(lake: LakeResource, table: str, day: str, result: ValidatedDay, config: IngestConfig):
     """Write the quarantine partition (replaced even when empty) and yield output + check."""
     lk = lake.get_lake()
-    quarantine_uri = lk.write_table(lk.quarantine_dir(table, day), result.rejects)
+    share = result.quarantine_share
+    # A day that fails the blocking check leaves the previous partition (and its quarantine) in
+    # place; the new version goes to .rejected/ for inspection.
+    passed = share <= config.max_quarantine_share
+    quarantine_uri = lk.write_table(lk.quarantine_dir(table, day), result.rejects, publish=passed)
     reasons = (
         result.rejects.group_by("reason").aggregate([("reason", "count")]).to_pylist()
         if result.rejects.num_rows
         else []
     )
-    share = result.quarantine_share
     yield dg.Output(
         result.valid,
         metadata={
+            PUBLISH: passed,
             "rows_read": result.rows_read,
             "rows_valid": result.valid.num_rows,
             "rows_quarantined": result.rejects.num_rows,
             "quarantine_share": share,
             "duplicates_dropped": result.duplicates_dropped,
             "source_files": dg.MetadataValue.json(result.files),
+            "ignored_files": dg.MetadataValue.json(result.ignored),
             "quarantine_path": dg.MetadataValue.path(quarantine_uri),
             "quarantine_reasons": dg.MetadataValue.md(
                 "\n".join(f"- {r['reason']}: {r['reason_count']}" for r in reasons) or "none"
@@ -48,7 +61,7 @@ def _publish(lake: LakeResource, table: str, day: str, result: ValidatedDay, con
     )
     yield dg.AssetCheckResult(
         check_name="quarantine_share",
-        passed=share <= config.max_quarantine_share,
+        passed=passed,
         metadata={"share": share, "threshold": config.max_quarantine_share},
     )
 
@@ -68,15 +81,17 @@ def raw_videos(
 ):
     """Videos created on the day, validated against the contract (DESIGN §3)."""
     lk, day = lake.get_lake(), context.partition_key
-    earlier = [d for d in lk.list_days(lk.asset_dir("raw_videos")) if d < day]
     with duckdb.connect() as con:
-        lk.register(
+        # Every other ingested day, later ones included: a day may land late.
+        register_ingested_ids(con, lk, "seen_videos", "raw_videos", except_day=day)
+        result = validate_day(
             con,
-            "seen_videos",
-            [lk.asset_file("raw_videos", d) for d in earlier],
-            pa.schema([("video_id", pa.string())]),
+            lk,
+            VIDEOS,
+            day,
+            seen_video_ids="seen_videos",
+            naive_timestamps_zone=config.naive_timestamps_zone,
         )
-        result = validate_day(con, lk, VIDEOS, day, seen_video_ids="seen_videos")
     yield from _publish(lake, "videos", day, result, config)
 
 
@@ -96,7 +111,9 @@ def watch_events(
     """View events of the day, validated; exact duplicates dropped, keeping one copy."""
     lk, day = lake.get_lake(), context.partition_key
     with duckdb.connect() as con:
-        result = validate_day(con, lk, WATCH_EVENTS, day)
+        result = validate_day(
+            con, lk, WATCH_EVENTS, day, naive_timestamps_zone=config.naive_timestamps_zone
+        )
     yield from _publish(lake, "watch_events", day, result, config)
 
 

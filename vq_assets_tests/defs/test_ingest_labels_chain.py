@@ -128,8 +128,11 @@ def test_quarantine_share_check_fails_and_blocks(tmp_path, instance):
     (result,) = materialize_days(["raw_videos"], [day], tmp_path, instance, raise_on_error=False)
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["quarantine_share"].passed
+    # A failed day publishes nothing: its valid rows and its quarantine wait under .rejected/.
+    lake = Lake.local(tmp_path)
+    assert not lake.exists(lake.asset_file("raw_videos", day))
     quarantined = pq.read_table(
-        Lake.local(tmp_path).quarantine_dir("videos", day) + "/part-0.parquet"
+        lake.rejected_dir(lake.quarantine_dir("videos", day)) + "/part-0.parquet"
     )
     assert quarantined.num_rows == 5
     assert set(quarantined.column("reason").to_pylist()) == {"duration_s is not > 0"}

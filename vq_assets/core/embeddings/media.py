@@ -1,26 +1,44 @@
 """Decoding a video's pixels: K frames sampled over its duration, else its cover image.
 
-Nothing here imports torch: these functions run in decode worker processes (see `embed.py`), so
-a worker starts fast and stays small. Bytes are read through an injected `read_bytes(uri)` so the
-caller decides how local paths and s3:// URIs are reached; `FileNotFoundError` from it means
-the media is missing, any other read error propagates (a flaky store should fail the run loudly
-rather than silently turn into "no image").
+Nothing here imports torch: these functions run in decode worker processes (see `pipeline.py`),
+so a worker starts fast and stays small. Bytes are read through an injected `read_bytes(uri)` so
+the caller decides how local paths and s3:// URIs are reached (`media_access.LakeMediaReader`
+confines them to the media roots); `FileNotFoundError` from it means the media is missing,
+`MediaRefused` that it may not be read, any other read error propagates (a flaky store should
+fail the run loudly rather than silently turn into "no image").
+
+Hostile inputs are bounded: reads take regular files only, up to a byte limit; images and video
+streams above a pixel limit are refused before decoding; each video gets a wall-clock budget.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
+import signal
+import stat
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, get_args
 
 import av
 import numpy as np
 from PIL import Image, ImageOps
 
-MediaStatus = Literal["ok", "no_media", "decode_error"]
+MediaStatus = Literal[
+    "ok",
+    "no_media",
+    "decode_error",
+    "refused: outside media roots",
+    "refused: not a regular file",
+    "refused: over byte limit",
+    "refused: over pixel limit",
+    "timeout",
+]
+MEDIA_STATUSES: tuple[MediaStatus, ...] = get_args(MediaStatus)
 ImageSource = Literal["video", "cover"]
 ReadBytes = Callable[[str], bytes]
 Source = bytes | str | os.PathLike[str]
@@ -32,15 +50,102 @@ SEEK_MIN_S = 20.0
 # CLIP/BLIP processors resize with bicubic; frames resized here must match what they would do.
 RESAMPLE = Image.Resampling.BICUBIC
 
+# Defaults of the limits (the `video_embeddings` config overrides them). A short video is rarely
+# above 100 MB; 2**24 pixels admits 4K frames and 12 MP phone covers, while an 8000x8000 frame
+# (64 MP) cost a decode worker ~1.8 GB; a healthy video decodes in well under a second.
+DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_PIXELS = 2**24
+DEFAULT_TIMEOUT_S = 60.0
+
 
 class MediaDecodeError(ValueError):
     """The bytes were read but hold no decodable picture."""
 
 
+class MediaRefused(Exception):
+    """The media may not be read or decoded; `status` is the per-video status it gets."""
+
+    def __init__(self, status: MediaStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MediaTimeout(Exception):
+    """The video's decode budget ran out."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Per-video limits of the decode workers; `timeout_s=None` means no time limit."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+def read_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A regular file's bytes, refusing anything else or more than `max_bytes`.
+
+    Opened non-blocking so that a named pipe cannot hang the caller, and checked on the open
+    descriptor (not the path) so that what is read is what was checked; at most `max_bytes + 1`
+    bytes are read, so a file growing after the check is still bounded.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MediaRefused("refused: not a regular file", f"{path} is not a regular file")
+        if st.st_size > max_bytes:
+            raise MediaRefused("refused: over byte limit", f"{path}: {st.st_size} > {max_bytes} B")
+        data = os.read(fd, max_bytes + 1)
+        while len(data) <= max_bytes and (more := os.read(fd, max_bytes + 1 - len(data))):
+            data += more  # os.read may return less than asked
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise MediaRefused("refused: over byte limit", f"{path}: more than {max_bytes} B")
+    return data
+
+
 def read_local(uri: str) -> bytes:
-    """Default `read_bytes`: a local path or file:// URI."""
-    with open(uri.removeprefix("file://"), "rb") as f:
-        return f.read()
+    """Default `read_bytes`: a local path or file:// URI, regular files up to the default byte
+    limit, anywhere on the machine (for tests and scripts; the asset confines media to its roots
+    with `media_access.LakeMediaReader`)."""
+    return read_file(uri.removeprefix("file://"))
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Refuse a picture before it is decoded: memory grows with its pixel count."""
+    if width * height > max_pixels:
+        raise MediaRefused(
+            "refused: over pixel limit", f"{what} {width}x{height} > {max_pixels} pixels"
+        )
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise `MediaTimeout` in the block once `seconds` have passed.
+
+    A SIGALRM timer: decode workers run load_media in their main thread, and PyAV hands control
+    back to Python between frames, so a slow decode is interrupted there. Off the main thread
+    (inline decoding inside a threaded caller) signals cannot be used and there is no limit.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise MediaTimeout(f"decode took more than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _resize(img: Image.Image, size: int | tuple[int, int] | None) -> np.ndarray:
@@ -155,24 +260,28 @@ def sample_frames(
     size: int | tuple[int, int] | None = 224,
     *,
     seek_min_s: float = SEEK_MIN_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """K frames at the centres of K equal segments of the video, upright, resized to `size`
     (square if an int, (H, W) if a tuple, native if None).
 
     Returns uint8 [k', H, W, 3] with k' <= k: a clip with fewer distinct frames than K gives each
     distinct frame once (no repeats, so a mean over frames is not skewed). Raises
-    `MediaDecodeError` (or a PyAV error) when nothing decodable is found.
+    `MediaDecodeError` (or a PyAV error) when nothing decodable is found, `MediaRefused` when
+    the stream's frames (or a decoded frame) exceed `max_pixels`.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     with _open(data) as container:
+        stream = _video_stream(container)
+        check_pixels(stream.width, stream.height, max_pixels, "video frames")
         timing = _header_timing(container)
         if timing is not None:
-            return _to_array(_pick(container, timing, 0, k, seek_min_s), size)
+            return _to_array(_pick(container, timing, 0, k, seek_min_s), size, max_pixels)
         # No duration in the headers (raw streams, some live recordings): scan the packets,
         timing, count = _scan(container)
     with _open(data) as container:  # then decode afresh (not every input can seek back)
-        return _to_array(_pick(container, timing, count, k, seek_min_s), size)
+        return _to_array(_pick(container, timing, count, k, seek_min_s), size, max_pixels)
 
 
 def _pick(
@@ -192,19 +301,34 @@ def _pick(
     return _pick_sequential(container, targets)
 
 
-def _to_array(frames: list[av.VideoFrame], size: int | tuple[int, int] | None) -> np.ndarray:
+def _to_array(
+    frames: list[av.VideoFrame], size: int | tuple[int, int] | None, max_pixels: int
+) -> np.ndarray:
     unique: dict[int, av.VideoFrame] = {}
     for frame in frames:  # two targets can land on one frame; keep it once, in order
         unique.setdefault(frame.pts if frame.pts is not None else id(frame), frame)
     if not unique:
         raise MediaDecodeError("no decodable video frames")
+    for frame in unique.values():  # a stream whose headers understate its frame size
+        check_pixels(frame.width, frame.height, max_pixels, "video frame")
     return np.stack([_resize(_upright(f), size) for f in unique.values()])
 
 
-def load_image(data: Source, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """A cover image as uint8 [H, W, 3] RGB (EXIF orientation applied), resized if `size`."""
+def load_image(
+    data: Source,
+    size: int | tuple[int, int] | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """A cover image as uint8 [H, W, 3] RGB (EXIF orientation applied), resized if `size`.
+    Its declared size is checked against `max_pixels` before any pixel is decoded."""
     src = io.BytesIO(data) if isinstance(data, bytes | bytearray) else os.fspath(data)
-    with Image.open(src) as img:
+    try:
+        opened = Image.open(src)  # lazy: reads the header only
+    except Image.DecompressionBombError as e:  # PIL's own, far higher, limit
+        raise MediaRefused("refused: over pixel limit", f"image: {e}") from e
+    with opened as img:
+        check_pixels(img.width, img.height, max_pixels, "image")
         img = ImageOps.exif_transpose(img)
         return _resize(img.convert("RGB"), size)
 
@@ -214,9 +338,10 @@ class MediaResult:
     """What could be decoded for one video.
 
     `frames` is uint8 [k', H, W, 3] (a cover counts as one frame) or None when neither source
-    gave pixels. `status` reports the worst fault met on the way, `decode_error` > `no_media` >
-    `ok`, so a corrupt video rescued by its cover is still flagged; a null URI is not a fault
-    (the contract allows it), a URI whose file is missing is. `error` names every fault.
+    gave pixels. `status` reports the worst fault met on the way, `timeout` > `refused: ...` >
+    `decode_error` > `no_media` > `ok`, so a corrupt or refused video rescued by its cover is
+    still flagged; a null URI is not a fault (the contract allows it), a URI whose file is
+    missing is. `error` names every fault.
     """
 
     frames: np.ndarray | None
@@ -225,7 +350,13 @@ class MediaResult:
     source: ImageSource | None
 
 
-_RANK: dict[MediaStatus, int] = {"ok": 0, "no_media": 1, "decode_error": 2}
+_RANK: dict[MediaStatus, int] = {
+    "ok": 0,
+    "no_media": 1,
+    "decode_error": 2,
+    **{s: 3 for s in MEDIA_STATUSES if s.startswith("refused")},
+    "timeout": 4,
+}
 
 
 def load_media(
@@ -235,8 +366,28 @@ def load_media(
     k: int = 8,
     size: int | tuple[int, int] = 224,
     read_bytes: ReadBytes = read_local,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> MediaResult:
-    """Frames from the video, else the cover, else none (the caller falls back to the caption)."""
+    """Frames from the video, else the cover, else none (the caller falls back to the caption).
+
+    Reading and decoding both sources share one `limits.timeout_s` budget; when it runs out the
+    video gets `timeout` and no pixels.
+    """
+    try:
+        with deadline(limits.timeout_s):
+            return _load_media(video_uri, thumbnail_uri, k, size, read_bytes, limits.max_pixels)
+    except MediaTimeout as e:
+        return MediaResult(None, "timeout", str(e), None)
+
+
+def _load_media(
+    video_uri: str | None,
+    thumbnail_uri: str | None,
+    k: int,
+    size: int | tuple[int, int],
+    read_bytes: ReadBytes,
+    max_pixels: int,
+) -> MediaResult:
     status: MediaStatus = "ok"
     errors: list[str] = []
 
@@ -246,8 +397,8 @@ def load_media(
         errors.append(msg)
 
     attempts: list[tuple[ImageSource, str | None, Callable[[bytes], np.ndarray]]] = [
-        ("video", video_uri, lambda b: sample_frames(b, k, size)),
-        ("cover", thumbnail_uri, lambda b: load_image(b, size)[None]),
+        ("video", video_uri, lambda b: sample_frames(b, k, size, max_pixels=max_pixels)),
+        ("cover", thumbnail_uri, lambda b: load_image(b, size, max_pixels=max_pixels)[None]),
     ]
     for source, uri, decode in attempts:
         if not uri:
@@ -257,8 +408,16 @@ def load_media(
         except FileNotFoundError:
             fault("no_media", f"{source} not found: {uri}")
             continue
+        except MediaRefused as e:
+            fault(e.status, f"{source} {uri}: {e}")
+            continue
         try:
             frames = decode(data)
+        except MediaRefused as e:
+            fault(e.status, f"{source} {uri}: {e}")
+            continue
+        except MediaTimeout:
+            raise
         except Exception as e:  # any decoder failure is data about this video, not a crash
             fault("decode_error", f"{source} {uri}: {type(e).__name__}: {e}")
             continue
@@ -273,6 +432,9 @@ def load_media_many(
     k: int,
     size: int | tuple[int, int],
     read_bytes: ReadBytes,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> list[MediaResult]:
     """`load_media` over a chunk of (video_uri, thumbnail_uri): the unit a decode worker runs."""
-    return [load_media(v, t, k=k, size=size, read_bytes=read_bytes) for v, t in items]
+    return [
+        load_media(v, t, k=k, size=size, read_bytes=read_bytes, limits=limits) for v, t in items
+    ]

@@ -17,17 +17,41 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import closing, contextmanager
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from vq_assets.core.embeddings.base import VideoEncoder, text_present
-from vq_assets.core.embeddings.media import MediaResult, ReadBytes, load_media_many, read_local
+from vq_assets.core.embeddings.media import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    MediaResult,
+    ReadBytes,
+    load_media_many,
+    read_local,
+)
 
 INPUT_COLUMNS = ("video_id", "caption", "video_uri", "thumbnail_uri")
 Progress = Callable[[dict], None]
+# Text encoders read a few hundred tokens; a 20 MB caption only costs the tokenizer gigabytes.
+DEFAULT_MAX_CAPTION_CHARS = 5_000
+
+
+def truncate_captions(videos: pa.Table, max_chars: int | None) -> tuple[pa.Table, int]:
+    """`videos` with each caption cut to `max_chars` characters, and how many were cut."""
+    if max_chars is None or "caption" not in videos.column_names:
+        return videos, 0
+    caption = videos.column("caption")
+    long = pc.greater(pc.utf8_length(caption), max_chars)
+    count = pc.sum(long).as_py() or 0
+    if not count:
+        return videos, 0
+    cut = pc.utf8_slice_codeunits(caption, 0, max_chars)
+    return videos.set_column(videos.column_names.index("caption"), "caption", cut), count
 
 
 def embeddings_schema(image_dim: int, text_dim: int) -> pa.Schema:
@@ -62,6 +86,7 @@ def _decoded(
     frames: int,
     size: int,
     read_bytes: ReadBytes,
+    limits: DecodeLimits,
     workers: int,
     chunk: int,
     max_in_flight: int,
@@ -75,7 +100,7 @@ def _decoded(
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     if workers == 0:
         for c in chunks:
-            yield from load_media_many(c, frames, size, read_bytes)
+            yield from load_media_many(c, frames, size, read_bytes, limits)
         return
     try:
         pickle.dumps(read_bytes)
@@ -92,23 +117,40 @@ def _decoded(
     # `if __name__ == "__main__"` guard, and keep heavy imports out of their top level).
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["vq_assets.core.embeddings.media"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: deque[Future[list[MediaResult]]] = deque()
+    # Each video stops itself after `limits.timeout_s` (media.deadline); this backstop is for a
+    # worker stuck inside C code where that signal cannot reach Python: the step fails, naming
+    # it, instead of waiting forever.
+    backstop = None if limits.timeout_s is None else 2 * limits.timeout_s * chunk + 60
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pending: deque[Future[list[MediaResult]]] = deque()
+    stuck = False
+    try:
         todo = iter(chunks)
-        try:
-            for c in todo:
-                pending.append(pool.submit(load_media_many, c, frames, size, read_bytes))
-                if len(pending) >= max_in_flight:
-                    break
-            while pending:
-                results = pending.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:  # top up before handing results over: keep workers busy
-                    pending.append(pool.submit(load_media_many, nxt, frames, size, read_bytes))
-                yield from results
-        finally:
-            for f in pending:
-                f.cancel()
+        for c in todo:
+            pending.append(pool.submit(load_media_many, c, frames, size, read_bytes, limits))
+            if len(pending) >= max_in_flight:
+                break
+        while pending:
+            try:
+                results = pending.popleft().result(timeout=backstop)
+            except FuturesTimeout:
+                stuck = True
+                raise RuntimeError(
+                    f"a decode worker gave no result for {backstop:g} s despite the per-video "
+                    f"timeout of {limits.timeout_s:g} s; its workers were killed"
+                ) from None
+            nxt = next(todo, None)
+            if nxt is not None:  # top up before handing results over: keep workers busy
+                pending.append(pool.submit(load_media_many, nxt, frames, size, read_bytes, limits))
+            yield from results
+    finally:
+        for f in pending:
+            f.cancel()
+        if stuck:
+            # no public API stops a busy worker before Python 3.14's terminate_workers()
+            for proc in list((pool._processes or {}).values()):
+                proc.kill()
+        pool.shutdown(wait=not stuck, cancel_futures=True)
 
 
 @contextmanager
@@ -138,6 +180,8 @@ def embed_videos(
     *,
     frames: int = 8,
     read_bytes: ReadBytes = read_local,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    max_caption_chars: int | None = DEFAULT_MAX_CAPTION_CHARS,
     workers: int = 2,
     progress: Progress | None = None,
     progress_every: int = 256,
@@ -150,6 +194,10 @@ def embed_videos(
     `has_image=False`. Text side: the caption, zero vector and `has_text=False` when missing.
     Output rows follow input order; see `embeddings_schema` for the columns.
 
+    Media are bounded per video by `read_bytes` (where and how much it reads: the asset passes a
+    `media_access.LakeMediaReader`) and `limits` (pixels, decode time); a video over a bound gets
+    its `media_status` and the run goes on. Captions are cut to `max_caption_chars`.
+
     `workers` decode processes (0 = decode inline, for debugging); `read_bytes` must then be
     picklable. `progress` gets {"done", "total", "videos_per_s", "eta_s", "elapsed_s"} every
     `progress_every` videos and once at the end.
@@ -157,6 +205,7 @@ def embed_videos(
     missing = [c for c in INPUT_COLUMNS if c not in videos.column_names]
     if missing:
         raise ValueError(f"videos table lacks columns {missing}")
+    videos, _ = truncate_captions(videos, max_caption_chars)
     n = videos.num_rows
     ids: list[str] = videos.column("video_id").to_pylist()
     captions: list[str | None] = videos.column("caption").to_pylist()
@@ -178,6 +227,7 @@ def embed_videos(
         frames=frames,
         size=encoder.frame_size,
         read_bytes=read_bytes,
+        limits=limits,
         workers=workers,
         chunk=chunk,
         max_in_flight=max(workers, prefetch_batches * math.ceil(batch_videos / chunk)),

@@ -7,6 +7,12 @@ it serves:
    aggregates of its events of day E that fall inside the video's own window [c, c + 7 days).
 2. `video_labels_7d`[D]: the sums of those partials over event days D..D+7 for the videos created
    on D; every ratio is taken after summing, so the result equals aggregating the raw events.
+
+Watch time is summed as an integer count of 2^-50 s: a float sum depends on the order DuckDB's
+threads add it in (it changed in the last digit between identical runs); an integer sum is the
+same in any order. Scaling by a power of two is exact, so only bits below 2^-51 s of an event
+shorter than 4 s are rounded off, far below a float sum's own error. `watch_time_sum` stays in
+seconds (a double), and `avg_watch_time_s` is the integer total over plays.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from vq_assets.core.lake.sql import sql_date
 
 WINDOW_DAYS = 7
 SKIP_SECONDS = 3.0
+# Watch time is summed in integer ticks of 2^-50 s (module docstring), as a DuckDB DOUBLE literal.
+TICKS = f"{2**50}::DOUBLE"
 
 PARTIAL_COUNTS = (
     "plays",
@@ -89,7 +97,7 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
             SELECT v.k, e.event_ts < v.created_at AS early, count(*) AS n,
                    count_if(e.watch_time_s < {SKIP_SECONDS}) AS skips,
                    count_if(e.watch_time_s >= v.duration_s) AS full_watches,
-                   sum(e.watch_time_s) AS watch_time_sum,
+                   sum(CAST(round(e.watch_time_s * {TICKS}) AS HUGEINT)) AS ticks,
                    count_if(e.liked) AS likes,
                    count_if(e.commented) AS comments,
                    count_if(e.shared) AS shares
@@ -103,7 +111,8 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
                    CAST(coalesce(sum(skips) FILTER (NOT early), 0) AS BIGINT) AS skips,
                    CAST(coalesce(sum(full_watches) FILTER (NOT early), 0) AS BIGINT)
                        AS full_watches,
-                   coalesce(sum(watch_time_sum) FILTER (NOT early), 0.0) AS watch_time_sum,
+                   CAST(coalesce(sum(ticks) FILTER (NOT early), 0) AS DOUBLE) / {TICKS}
+                       AS watch_time_sum,
                    CAST(coalesce(sum(likes) FILTER (NOT early), 0) AS BIGINT) AS likes,
                    CAST(coalesce(sum(comments) FILTER (NOT early), 0) AS BIGINT) AS comments,
                    CAST(coalesce(sum(shares) FILTER (NOT early), 0) AS BIGINT) AS shares,
@@ -133,7 +142,8 @@ def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
         WITH p AS (
             SELECT video_id,
                    sum(plays) AS plays, sum(skips) AS skips, sum(full_watches) AS full_watches,
-                   sum(watch_time_sum) AS watch_time_sum, sum(likes) AS likes,
+                   sum(CAST(round(watch_time_sum * {TICKS}) AS HUGEINT)) AS ticks,
+                   sum(likes) AS likes,
                    sum(comments) AS comments, sum(shares) AS shares,
                    sum(early_events) AS early_events
             FROM partials WHERE created_day = DATE '{sql_date(day)}'
@@ -144,7 +154,8 @@ def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
             CAST(coalesce(p.plays, 0) AS BIGINT) AS plays,
             CAST(coalesce(p.skips, 0) AS BIGINT) AS skips,
             CAST(coalesce(p.full_watches, 0) AS BIGINT) AS full_watches,
-            CASE WHEN p.plays > 0 THEN p.watch_time_sum / p.plays END AS avg_watch_time_s,
+            CASE WHEN p.plays > 0 THEN CAST(p.ticks AS DOUBLE) / (p.plays * {TICKS}) END
+                AS avg_watch_time_s,
             CASE WHEN p.plays > 0 THEN p.skips / p.plays END AS skip_rate,
             CAST(coalesce(p.likes, 0) AS BIGINT) AS likes,
             CAST(coalesce(p.comments, 0) AS BIGINT) AS comments,

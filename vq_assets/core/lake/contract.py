@@ -1,22 +1,32 @@
 """The input contract of the landing zone (DESIGN §3): schemas, rules and validation in DuckDB.
 
-A landing day is validated in one pass: file-level problems (no `_SUCCESS` marker, a file that
-cannot be read, a missing or mistyped column) fail the day with an error that names the file;
-row-level problems send the row to quarantine with every rule it breaks in `reason`, plus the
-source file and row number so nothing is lost.
+A landing day is validated in one pass: file-level problems (no `_SUCCESS` marker, an entry that
+is neither read nor ignored, a file that cannot be read, a missing, repeated or mistyped column,
+naive timestamps without a configured zone) fail the day with an error that names the file (see
+files.py); row-level problems, an unreadable value included, send the row to quarantine with
+every rule it breaks in `reason`, plus the source file and row number so nothing is lost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
+from vq_assets.core.lake.files import (
+    ContractError,
+    LandingFile,
+    LandingReader,
+    check_file,
+    list_landing,
+    naive_zone_info,
+)
+from vq_assets.core.lake.files import compatible as compatible  # re-exported for sources
 from vq_assets.core.lake.sql import sql_date
-from vq_assets.core.lake.store import SUCCESS_MARKER, Lake, LakeError
+from vq_assets.core.lake.store import PART_FILE, SUCCESS_MARKER, Lake, is_iso_day
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -109,10 +119,6 @@ WATCH_EVENTS = TableContract(
 CONTRACTS = {c.name: c for c in (VIDEOS, WATCH_EVENTS)}
 
 
-class ContractError(LakeError):
-    """A landing day breaks the contract at file level; the message names the file or marker."""
-
-
 @dataclass
 class ValidatedDay:
     valid: pa.Table
@@ -120,61 +126,55 @@ class ValidatedDay:
     files: list[str]
     rows_read: int
     duplicates_dropped: int = 0
+    # Metadata entries of the landing folder that were not read (`_`/`.`-prefixed), as URIs.
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def quarantine_share(self) -> float:
         return self.rejects.num_rows / self.rows_read if self.rows_read else 0.0
 
 
-def compatible(expected: pa.DataType, found: pa.DataType) -> bool:
-    if pa.types.is_timestamp(expected):
-        return pa.types.is_timestamp(found)
-    if pa.types.is_floating(expected):
-        return pa.types.is_floating(found) or pa.types.is_integer(found)
-    if pa.types.is_integer(expected):
-        return pa.types.is_integer(found)
-    if pa.types.is_string(expected):
-        return pa.types.is_string(found) or pa.types.is_large_string(found)
-    return found == expected
-
-
-def check_files(lake: Lake, contract: TableContract, day: str) -> list[str]:
-    """The day's parquet files, after checking the marker, readability and column types."""
+def check_files(
+    lake: Lake, contract: TableContract, day: str, naive_zone: str | None = None
+) -> tuple[list[LandingFile], list[str]]:
+    """(the day's checked parquet files, ignored metadata entries), after the marker, the folder's
+    entries and every file's columns are checked; any problem fails the day naming the file."""
     directory = lake.landing_dir(contract.name, day)
     if not lake.day_complete(contract.name, day):
         raise ContractError(
             f"{contract.name} for {day} is not complete: marker "
             f"{lake.uri(directory)}/{SUCCESS_MARKER} is missing"
         )
-    files = lake.list_files(directory)
-    schema = contract.schema
-    for f in files:
-        try:
-            with lake.fs.open_input_file(f) as handle:
-                found = pq.read_schema(handle)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ContractError(f"cannot read {lake.uri(f)}: {e}") from e
-        for fld in schema:
-            if fld.name not in found.names:
-                raise ContractError(f"{lake.uri(f)}: required column '{fld.name}' is missing")
-            if not compatible(fld.type, found.field(fld.name).type):
-                raise ContractError(
-                    f"{lake.uri(f)}: column '{fld.name}' has type "
-                    f"{found.field(fld.name).type}, the contract says {fld.type}"
-                )
-    return files
+    paths, ignored = list_landing(lake, directory)
+    return [check_file(lake, p, contract.schema, naive_zone) for p in paths], ignored
 
 
-def _typed_select(schema: pa.Schema) -> str:
-    casts = {
-        pa.string(): "VARCHAR",
-        pa.float64(): "DOUBLE",
-        pa.int64(): "BIGINT",
-        pa.bool_(): "BOOLEAN",
-        UTC_TS: "TIMESTAMPTZ",
-        pa.date32(): "DATE",
-    }
-    return ", ".join(f"CAST({f.name} AS {casts[f.type]}) AS {f.name}" for f in schema)
+def register_ingested_ids(
+    con: duckdb.DuckDBPyConnection, lake: Lake, name: str, asset: str, *, except_day: str
+) -> None:
+    """View `name` (video_id, dt) over every written partition of `asset` but `except_day`.
+
+    Only `video_id` is scanned, file by file, so the history is never loaded whole. A day
+    ingested late is thus checked against later days as well as earlier ones.
+    """
+    root = lake.asset_dir(asset)
+    found = lake.fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = sorted(
+        i.path
+        for i in found
+        if i.base_name == PART_FILE
+        and (folder := i.path.rsplit("/", 2)[-2]).startswith("dt=")
+        and is_iso_day(folder[3:])
+        and folder[3:] != except_day
+    )
+    lake.register(
+        con, f"{name}_files", files, pa.schema([("video_id", pa.string())]), with_source=True
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT video_id, "
+        r"regexp_extract(source_file, 'dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/', 1) AS dt "
+        f"FROM {name}_files"
+    )
 
 
 def _reason_sql(rules: list[tuple[str, str]], day: str, day_end: str) -> str:
@@ -194,30 +194,39 @@ def validate_day(
     day: str,
     *,
     seen_video_ids: str | None = None,
+    naive_timestamps_zone: str | None = None,
 ) -> ValidatedDay:
     """Validate one landing day of a table against its contract.
 
-    `seen_video_ids` is a DuckDB relation name holding `video_id` values already ingested on
-    earlier days; a video id seen there is quarantined (ids are unique across all days).
+    `seen_video_ids` is a DuckDB relation (video_id, dt) of ids already ingested on other days
+    (see `register_ingested_ids`); a row whose id is there is quarantined, naming that day.
+    `naive_timestamps_zone` is the IANA zone of timestamps written without one; without it
+    such a file fails the day.
     """
-    files = check_files(lake, contract, day)
+    zone = naive_zone_info(naive_timestamps_zone)
+    files, ignored = check_files(lake, contract, day, zone)
     schema = contract.schema
     day_end = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
-    lake.register(con, "landing_src", files, schema, with_source=True)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE landing_typed AS "
-        f"SELECT {_typed_select(schema)}, source_file, source_row FROM landing_src"
-    )
+    landing = LandingReader(lake, files, schema, zone)
+    con.register("landing_src", landing.reader())
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE landing_typed AS SELECT * FROM landing_src")
+    except duckdb.Error as e:
+        if landing.error is not None:
+            raise landing.error from e
+        raise
+    finally:
+        con.unregister("landing_src")
     rows_read = con.sql("SELECT count(*) FROM landing_typed").fetchall()[0][0]
     cols = ", ".join(schema.names)
     source = "landing_typed"
     if contract.drop_exact_duplicates:
         source = (
             f"(SELECT * EXCLUDE (dup_rank) FROM (SELECT *, row_number() OVER (PARTITION BY "
-            f"{cols} ORDER BY source_file, source_row) AS dup_rank FROM landing_typed) "
-            "WHERE dup_rank = 1)"
+            f"{cols}, load_reason ORDER BY source_file, source_row) AS dup_rank "
+            "FROM landing_typed) WHERE dup_rank = 1)"
         )
-    checks = [f"nullif({_reason_sql(contract.rules, day, day_end)}, '')"]
+    checks = ["nullif(load_reason, '')", f"nullif({_reason_sql(contract.rules, day, day_end)}, '')"]
     if contract.unique_key:
         key = contract.unique_key
         checks.append(
@@ -225,14 +234,18 @@ def validate_day(
             f"ORDER BY source_file, source_row) > 1 THEN 'duplicate {key} within the day' END"
         )
     if seen_video_ids:
-        checks.append(
-            f"CASE WHEN video_id IN (SELECT video_id FROM {seen_video_ids}) "
-            "THEN 'video_id already ingested on an earlier day' END"
+        # Only the day's own ids are looked up: the join stays the size of the day.
+        source = (
+            f"(SELECT s.*, seen.seen_on FROM {source} s LEFT JOIN (SELECT video_id, "
+            f"min(dt) AS seen_on FROM {seen_video_ids} WHERE video_id IN "
+            "(SELECT video_id FROM landing_typed) GROUP BY video_id) seen "
+            "ON s.video_id = seen.video_id)"
         )
+        checks.append("'video_id already ingested on ' || seen_on")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE landing_checked AS "
         f"SELECT *, concat_ws('; ', {', '.join(checks)}) AS reason FROM {source}",
-        {"iso": sorted(ISO_639_1)} if "$iso" in checks[0] else None,
+        {"iso": sorted(ISO_639_1)} if "$iso" in checks[1] else None,
     )
     kept = con.sql("SELECT count(*) FROM landing_checked").fetchall()[0][0]
     valid = con.sql(
@@ -247,7 +260,8 @@ def validate_day(
     return ValidatedDay(
         valid=valid.cast(schema),
         rejects=rejects,
-        files=[lake.uri(f) for f in files],
+        files=[f.uri for f in files],
         rows_read=rows_read,
         duplicates_dropped=rows_read - kept,
+        ignored=ignored,
     )

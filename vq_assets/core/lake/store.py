@@ -3,7 +3,11 @@
 Every derived partition is a single parquet file, `part-0.parquet`, replaced atomically: a local
 write goes to a temporary file and is renamed over the old one; an S3 PUT (or a completed
 multipart upload) replaces the object in one step. A crash mid-write therefore leaves the previous
-version intact, and a re-run replaces rather than duplicates.
+version intact, and a re-run replaces rather than duplicates. A version that failed a blocking
+check is not published: it goes to `.rejected/` beside the partition (`write_table(...,
+publish=False)`), and the previous version stays. A local write killed mid-way leaves its
+temporary file behind; the next write to the same place removes such leftovers once they are
+older than any live write could be (`STALE_TMP_SECONDS`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import datetime as dt
 import io
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,6 +30,9 @@ import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
 SUCCESS_MARKER = "_SUCCESS"
+REJECTED_DIR = ".rejected"
+# A temporary file untouched this long belongs to a dead writer: a live one keeps writing to it.
+STALE_TMP_SECONDS = 600.0
 # Exactly YYYY-MM-DD in ASCII digits: `date.fromisoformat` alone also takes "20260101" and
 # "2026-W01-1", which are not partition keys.
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -39,6 +47,33 @@ def is_iso_day(value: str) -> bool:
     except ValueError:  # 2026-02-30
         return False
     return True
+
+
+def _tmp_name(target: str) -> str:
+    """The temporary file a local write of `target` goes through: hidden (a leading dot, so no
+    listing takes it for data) and unique per write."""
+    directory, _, name = target.rpartition("/")
+    return f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+
+
+def _sweep_stale_tmp(target: str) -> None:
+    """Remove temporary files of earlier writes of `target` that a killed writer left behind.
+
+    Only names `_tmp_name` makes for this target are touched, and only once they are older than
+    `STALE_TMP_SECONDS`, so a concurrent writer's file in progress is left alone.
+    """
+    directory, _, name = target.rpartition("/")
+    # Also the names before they were hidden (`<name>.<hex>.tmp`, from write_bytes).
+    pattern = re.compile(rf"\.?{re.escape(name)}\.[0-9a-f]{{32}}\.tmp")
+    cutoff = time.time() - STALE_TMP_SECONDS
+    with os.scandir(directory) as entries:
+        stale = [e.path for e in entries if pattern.fullmatch(e.name) and e.is_file()]
+    for path in stale:
+        try:
+            if os.stat(path).st_mtime < cutoff:
+                os.remove(path)
+        except FileNotFoundError:  # another writer swept it first
+            pass
 
 
 class LakeError(RuntimeError):
@@ -163,8 +198,14 @@ class Lake:
         except (pa.ArrowInvalid, OSError) as e:
             raise LakeError(f"cannot read parquet file {self.uri(path)}: {e}") from e
 
-    def write_table(self, directory: str, table: pa.Table) -> str:
-        """Replace the partition in `directory` with `table`, atomically; return its URI."""
+    def write_table(self, directory: str, table: pa.Table, *, publish: bool = True) -> str:
+        """Replace the partition in `directory` with `table`, atomically; return its URI.
+
+        `publish=False` (a blocking check failed) keeps the partition as it was and writes
+        `table` to `rejected_dir(directory)` instead, for inspection.
+        """
+        if not publish:
+            directory = self.rejected_dir(directory)
         target = f"{directory}/{PART_FILE}"
         if self.is_s3:
             # One object, written once: S3 makes it visible only when the upload completes.
@@ -174,7 +215,8 @@ class Lake:
             self._put(target, buf)
         else:
             os.makedirs(directory, exist_ok=True)
-            tmp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
+            _sweep_stale_tmp(target)
+            tmp = _tmp_name(target)
             try:
                 pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
                 os.replace(tmp, target)
@@ -183,13 +225,20 @@ class Lake:
                     os.remove(tmp)
         return self.uri(target)
 
+    def rejected_dir(self, directory: str) -> str:
+        """Where a version that failed its blocking check goes: `<parent>/.rejected/<name>`,
+        outside the partition folder, so that no `dt=` listing ever sees it as a partition."""
+        parent, _, name = directory.rpartition("/")
+        return f"{parent}/{REJECTED_DIR}/{name}"
+
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write one object or file, atomically (model files, media)."""
         if self.is_s3:
             self._put(path, io.BytesIO(data))
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        _sweep_stale_tmp(path)
+        tmp = _tmp_name(path)
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

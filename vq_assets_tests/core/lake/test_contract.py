@@ -16,7 +16,8 @@ def _validate(tmp_path, table, rows, **kw):
     write_day(tmp_path, table, DAY, rows)
     with connect() as con:
         if "seen" in kw:
-            con.register("seen", pa.table({"video_id": kw.pop("seen")}))
+            seen = kw.pop("seen")
+            con.register("seen", pa.table({"video_id": seen, "dt": ["2026-01-04"] * len(seen)}))
             kw["seen_video_ids"] = "seen"
         return validate_day(con, Lake.local(tmp_path), CONTRACTS[table], DAY, **kw)
 
@@ -74,7 +75,7 @@ def test_video_ids_unique_within_and_across_days(tmp_path):
     reasons = sorted(result.rejects.column("reason").to_pylist())
     assert reasons == [
         "duplicate video_id within the day",
-        "video_id already ingested on an earlier day",
+        "video_id already ingested on 2026-01-04",
     ]
 
 
