@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import psutil
 
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
@@ -63,6 +64,37 @@ def check_start(lake, start: str) -> None:
         )
     if start < first:
         raise ReplayError(f"--start {start} is before the first landed day {first}")
+
+
+def reclaim_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark the replay's runs whose process is gone as failed and free their pool slots.
+
+    `vq run` executes in process; a `kill -9` leaves its run STARTED, holding the `gpu` slot,
+    and Dagster 1.13's run monitoring cannot see that an in-process run died (the default
+    launcher has no health check). A replay run is dead when the process that started it (the
+    pid on its RUN_START event) no longer exists, or is a newer process that reuses the pid.
+    """
+    reclaimed = []
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={"vq/replay": "true"})
+    )
+    for record in records:
+        run = record.dagster_run
+        starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START)
+        pid = starts[0].dagster_event.pid if starts and starts[0].dagster_event else None
+        if pid is None or _alive(pid, starts[0].timestamp):
+            continue
+        instance.report_run_failed(run, f"vq: the process {pid} running it is gone (killed?)")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reclaimed.append(run.run_id)
+    return reclaimed
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        return psutil.Process(pid).create_time() <= started + 1.0
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _clock(seconds: float) -> str:
@@ -171,6 +203,8 @@ class Replay:
 
     def run(self, start: str, end: str) -> None:
         check_start(self.lake, start)
+        for run_id in reclaim_dead_runs(self.instance):
+            self.log(f"  reclaimed run {run_id}: its process was gone; marked failed, slots freed")
         days = _days(start, end)
         t0 = time.monotonic()
         for i, day in enumerate(days, 1):

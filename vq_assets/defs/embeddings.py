@@ -19,7 +19,7 @@ from vq_assets.core.embeddings.pipeline import (
 )
 from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.partitions import daily
-from vq_assets.resources import DeviceResource, EncoderResource, LakeResource
+from vq_assets.resources import PUBLISH, DeviceResource, EncoderResource, LakeResource
 
 # In a Kubernetes deployment the step's pod asks for one GPU.
 K8S_GPU_TAGS = {
@@ -103,9 +103,11 @@ def video_embeddings(
     bad = sum(n for s, n in counts.items() if s not in ("ok", "no_media"))
     share = bad / len(statuses) if statuses else 0.0
     elapsed = time.monotonic() - started
+    passed = share <= config.max_decode_error_share
     yield dg.Output(
         table,
         metadata={
+            PUBLISH: passed,
             "videos": table.num_rows,
             "encoder": enc.ident,
             "encoder_version": enc.version,
@@ -125,7 +127,7 @@ def video_embeddings(
     )
     yield dg.AssetCheckResult(
         check_name="decode_error_share",
-        passed=share <= config.max_decode_error_share,
+        passed=passed,
         metadata={"share": share, "threshold": config.max_decode_error_share},
     )
 

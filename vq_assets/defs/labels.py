@@ -15,7 +15,7 @@ from vq_assets.partitions import (
     daily,
     label_days,
 )
-from vq_assets.resources import DuckDBResource, LakeResource
+from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
 
 @dg.asset(
@@ -89,9 +89,11 @@ def video_labels_7d(
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
         labels, read, quarantined = labels_for_day(con, lk, day, source, video_watch_daily)
         bad = core.label_range_violations(con, "labels", labels)
+    ranges_ok, window_ok = not bad, read == list(source.days)
     yield dg.Output(
         labels,
         metadata={
+            PUBLISH: ranges_ok and window_ok,
             "label_source": source.description,
             "source_rows_quarantined": quarantined,
             "videos": labels.num_rows,
@@ -103,13 +105,13 @@ def video_labels_7d(
     )
     yield dg.AssetCheckResult(
         check_name="label_ranges",
-        passed=not bad,
+        passed=ranges_ok,
         metadata={"violations": dg.MetadataValue.json(bad)},
         description="skips <= plays, full_watches <= plays, 0 <= skip_rate <= 1, counts >= 0",
     )
     yield dg.AssetCheckResult(
         check_name="window_complete",
-        passed=read == list(source.days),
+        passed=window_ok,
         metadata={"expected": list(source.days), "read": read},
     )
 
@@ -144,6 +146,7 @@ def creator_features(
     yield dg.Output(
         features,
         metadata={
+            PUBLISH: leaks == 0,
             "videos": features.num_rows,
             "videos_with_labelled_history": int((features["prior_labeled"].to_numpy() > 0).sum()),
             "label_days_read": len(video_labels_7d.days),

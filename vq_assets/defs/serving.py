@@ -14,7 +14,7 @@ from vq_assets.core.model.features import joined_rows
 from vq_assets.core.serving import flywheel
 from vq_assets.core.serving.scores import score_videos
 from vq_assets.partitions import daily, label_days
-from vq_assets.resources import DuckDBResource, LakeResource
+from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
 
 class ScoringConfig(dg.Config):
@@ -67,9 +67,11 @@ def quality_scores(
     model = registry.load_record(lk, record)
     scores = score_videos(rows, model, record.model_version, config.weights)
     finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in tasks.catalogue())
+    complete = finite and scores.num_rows == videos
     yield dg.Output(
         scores,
         metadata={
+            PUBLISH: complete,
             "videos_scored": scores.num_rows,
             "videos_without_features": videos - scores.num_rows,
             "model_version": record.model_version,
@@ -81,7 +83,7 @@ def quality_scores(
     )
     yield dg.AssetCheckResult(
         check_name="scores_complete_and_finite",
-        passed=finite and scores.num_rows == videos,
+        passed=complete,
         metadata={"videos": videos, "scored": scores.num_rows, "finite": finite},
     )
 
@@ -134,10 +136,13 @@ def flywheel_sampling_weights(
         "sampling_weight", pa.array(weights, pa.float64())
     )
     total = float(weights.sum())
-    yield dg.Output(table, metadata={**dataclasses.asdict(report), "weight_sum": total})
+    valid = abs(total - 1.0) < 1e-9 and bool((weights[excluded] == 0).all())
+    yield dg.Output(
+        table, metadata={PUBLISH: valid, **dataclasses.asdict(report), "weight_sum": total}
+    )
     yield dg.AssetCheckResult(
         check_name="weights_sum_to_one",
-        passed=abs(total - 1.0) < 1e-9 and bool((weights[excluded] == 0).all()),
+        passed=valid,
         metadata={"sum": total, "excluded_with_weight": int((weights[excluded] > 0).sum())},
     )
 

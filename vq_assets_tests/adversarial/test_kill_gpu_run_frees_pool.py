@@ -121,3 +121,31 @@ def test_dagster_run_delete_frees_the_slot_at_once(home):
             timeout=120,
         )
         assert _holder(instance) is None
+
+
+def test_the_replay_reclaims_its_own_killed_run(home):
+    """`vq run` executes in process: before replaying it marks its dead runs failed and frees
+    their slots, so a replay killed with -9 never blocks the next one."""
+    from vq_assets.replay import reclaim_dead_runs
+
+    script = RUN.replace("raise_on_error=False", 'raise_on_error=False, tags={"vq/replay": "true"}')
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, "600"],
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while _holder(instance) is None:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            live = _holder(instance)
+            assert reclaim_dead_runs(instance) == []  # alive: left alone
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert reclaim_dead_runs(instance) == [live]
+        assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.FAILURE
+        assert _holder(instance) is None
+        assert _start_run(home, 0).wait(timeout=120) == 0
