@@ -7,6 +7,7 @@ from the environment of the process that loads it (VQ_LAKE, VQ_HOME, VQ_DEPLOYME
 import dagster as dg
 
 from vq_assets.defs import automation, embeddings, ingest, labels, serving, training
+from vq_assets.defs.k8s import executor_for_deployment
 from vq_assets.resources import resources_for_deployment
 
 
@@ -19,7 +20,7 @@ def build_definitions() -> dg.Definitions:
         training.defs,
         serving.defs,
         automation.defs,
-        dg.Definitions(resources=resources_for_deployment()),
+        dg.Definitions(resources=resources_for_deployment(), executor=executor_for_deployment()),
     )
 
 

@@ -101,12 +101,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         lake = self.lake.get_lake()
-        day = context.partition_key if context.has_asset_partitions else None
+        days = context.asset_partition_keys if context.has_asset_partitions else None
         flag = context.output_metadata.get(PUBLISH, True)
         publish = flag.value if isinstance(flag, dg.MetadataValue) else flag
-        directory = lake.asset_dir(self._name(context.asset_key), day)
-        uri = lake.write_table(directory, obj, publish=bool(publish))
-        context.add_output_metadata({"path": dg.MetadataValue.path(uri), "rows": obj.num_rows})
+        # A run over a range of partitions (a GPU backfill) writes one file per day.
+        name = self._name(context.asset_key)
+        uris = lake.write_partitions(name, obj, days, publish=bool(publish))
+        context.add_output_metadata({"path": dg.MetadataValue.path(uris[0]), "rows": obj.num_rows})
 
     def load_input(self, context: dg.InputContext) -> PartitionFiles:
         lake = self.lake.get_lake()
@@ -199,18 +200,36 @@ def _setting(name: str, default: str | None) -> str | None:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _check_production() -> None:
+    """Production refuses to start on local state: every missing setting is named at once."""
+    problems = []
+    if not os.environ.get("VQ_LAKE", "").startswith("s3://"):
+        problems.append("VQ_LAKE=s3://bucket/prefix (the lake)")
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://", "databricks")):
+        problems.append(
+            "MLFLOW_TRACKING_URI=http(s)://host:port (the MLflow tracking server"
+            + (f"; {uri!r} is local to this machine" if uri else "")
+            + ")"
+        )
+    if problems:
+        raise ValueError("VQ_DEPLOYMENT=production needs " + " and ".join(problems))
+
+
 def resources_for_deployment(deployment: str | None = None) -> dict[str, object]:
     """Resources for `VQ_DEPLOYMENT`: `local` (default) or `production`.
 
-    Production reads the lake root from VQ_LAKE (an s3:// URI) and bounds DuckDB with
-    VQ_DUCKDB_MEMORY_LIMIT / VQ_DUCKDB_TEMP_DIR; secrets only ever come from the environment
-    (the S3 resource's boto3 session reads AWS_* itself).
+    Production reads the lake root from VQ_LAKE (an s3:// URI), the MLflow tracking server from
+    MLFLOW_TRACKING_URI (artifacts go where the server puts them unless VQ_MLFLOW_ARTIFACTS says
+    otherwise), and bounds DuckDB with VQ_DUCKDB_MEMORY_LIMIT / VQ_DUCKDB_TEMP_DIR; secrets only
+    ever come from the environment (the S3 resource's boto3 session reads AWS_* itself). The
+    production Dagster instance is `deploy/dagster.production.yaml`.
     """
     deployment = deployment or os.environ.get("VQ_DEPLOYMENT", "local")
     if deployment not in ("local", "production"):
         raise ValueError(f"VQ_DEPLOYMENT must be 'local' or 'production', not {deployment!r}")
-    if deployment == "production" and not os.environ.get("VQ_LAKE", "").startswith("s3://"):
-        raise ValueError("VQ_DEPLOYMENT=production needs VQ_LAKE=s3://bucket/prefix")
+    if deployment == "production":
+        _check_production()
     from vq_assets.core.model.registry import default_tracking_uri
 
     home = vq_home()
@@ -234,8 +253,10 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
         ),
         "mlflow_tracking": MlflowResource(
             tracking_uri=_setting("MLFLOW_TRACKING_URI", default_tracking_uri(home)),
+            # Production: None lets the tracking server choose (its --artifacts-destination).
             artifact_root=_setting(
-                "VQ_MLFLOW_ARTIFACTS", os.path.join(home, "mlflow", "artifacts")
+                "VQ_MLFLOW_ARTIFACTS",
+                None if deployment == "production" else os.path.join(home, "mlflow", "artifacts"),
             ),
         ),
     }

@@ -9,6 +9,7 @@ from vq_assets.core.lake.contract import (
     register_ingested_ids,
     validate_day,
 )
+from vq_assets.defs.k8s import K8S_RAW_VIDEOS_TAGS, K8S_WATCH_EVENTS_TAGS
 from vq_assets.partitions import daily
 from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
@@ -67,6 +68,7 @@ def _publish(lake: LakeResource, table: str, day: str, result: ValidatedDay, con
 
 
 @dg.asset(
+    op_tags=K8S_RAW_VIDEOS_TAGS,
     partitions_def=daily,
     io_manager_key="lake_io",
     group_name="ingest",
@@ -96,6 +98,7 @@ def raw_videos(
 
 
 @dg.asset(
+    op_tags=K8S_WATCH_EVENTS_TAGS,
     partitions_def=daily,
     io_manager_key="lake_io",
     group_name="ingest",

@@ -7,6 +7,7 @@ from vq_assets.core.labels.source import choose_label_source, labels_for_day
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import PartitionFiles
+from vq_assets.defs.k8s import K8S_CREATOR_FEATURES_TAGS, K8S_LABELS_TAGS, K8S_WATCH_DAILY_TAGS
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
     EVENT_DAYS_OF_LABEL_DAY,
@@ -19,6 +20,7 @@ from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
 
 @dg.asset(
+    op_tags=K8S_WATCH_DAILY_TAGS,
     partitions_def=daily,
     io_manager_key="lake_io",
     group_name="labels",
@@ -56,6 +58,7 @@ class LabelsConfig(dg.Config):
 
 
 @dg.asset(
+    op_tags=K8S_LABELS_TAGS,
     partitions_def=label_days,
     io_manager_key="lake_io",
     group_name="labels",
@@ -117,6 +120,7 @@ def video_labels_7d(
 
 
 @dg.asset(
+    op_tags=K8S_CREATOR_FEATURES_TAGS,
     partitions_def=daily,
     io_manager_key="lake_io",
     group_name="labels",

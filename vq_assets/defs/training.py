@@ -15,7 +15,7 @@ from vq_assets.core.model.retrain import retrain_week
 from vq_assets.core.model.settings import RUNTIME_FIELDS, ModelShape, TrainSettings
 from vq_assets.core.sources.simulator import expected_labels
 from vq_assets.defs.config import DerivedConfig, config_from
-from vq_assets.defs.embeddings import K8S_GPU_TAGS
+from vq_assets.defs.k8s import K8S_TRAINING_SET_TAGS, K8S_TRAINING_TAGS
 from vq_assets.partitions import TRAINING_DAYS, weekly
 from vq_assets.report import (
     demo_lists_markdown,
@@ -32,6 +32,7 @@ TRAINING_INS = {
 
 
 @dg.asset(
+    op_tags=K8S_TRAINING_SET_TAGS,
     partitions_def=weekly,
     io_manager_key="lake_io",
     group_name="training",
@@ -93,7 +94,7 @@ def _settings(config: DerivedConfig, device: DeviceResource) -> tuple[ModelShape
     io_manager_key="lake_io",
     group_name="training",
     pool="gpu",
-    op_tags=K8S_GPU_TAGS,
+    op_tags=K8S_TRAINING_TAGS,
     kinds={"pytorch", "mlflow"},
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="quality_model", blocking=True)],
 )
@@ -164,7 +165,7 @@ def _truth(lake: Lake, days: list[str]) -> tables.Truth | None:
     io_manager_key="lake_io",
     group_name="training",
     pool="gpu",
-    op_tags=K8S_GPU_TAGS,
+    op_tags=K8S_TRAINING_TAGS,
     kinds={"pytorch", "lightgbm", "mlflow"},
 )
 def model_evaluation(

@@ -1,11 +1,5 @@
 """The same chain on `VQ_LAKE=s3://...` against a real S3 endpoint (moto_server) on 127.0.0.1."""
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import boto3
@@ -17,37 +11,14 @@ from dagster_aws.s3 import S3Resource
 from vq_assets.core.lake.store import Lake
 from vq_assets_tests.dagster_util import materialize_days
 from vq_assets_tests.defs.test_ingest_labels_chain import DAYS, build_lake
+from vq_assets_tests.servers import moto_s3
 
 BUCKET = "vq-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3_endpoint(monkeypatch):
-    exe = shutil.which("moto_server") or str(Path(os.sys.executable).parent / "moto_server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
+    with moto_s3() as url:
         # Credentials and endpoint reach the code only through the environment.
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -55,9 +26,6 @@ def s3_endpoint(monkeypatch):
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 def _upload(local_root: Path, prefix: str) -> None:

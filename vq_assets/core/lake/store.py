@@ -18,12 +18,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -31,6 +32,9 @@ import pyarrow.parquet as pq
 PART_FILE = "part-0.parquet"
 SUCCESS_MARKER = "_SUCCESS"
 REJECTED_DIR = ".rejected"
+# The column a table spanning several partitions (a multi-partition backfill run) names each
+# row's partition in; `split_partitions` takes it off again, so no partition file carries it.
+PARTITION_COLUMN = "_partition"
 # A temporary file untouched this long belongs to a dead writer: a live one keeps writing to it.
 STALE_TMP_SECONDS = 600.0
 # Exactly YYYY-MM-DD in ASCII digits: `date.fromisoformat` alone also takes "20260101" and
@@ -225,6 +229,17 @@ class Lake:
                     os.remove(tmp)
         return self.uri(target)
 
+    def write_partitions(
+        self, asset: str, table: pa.Table, days: Sequence[str] | None, *, publish: bool = True
+    ) -> list[str]:
+        """Write an asset's output over `days` (its partition keys; None: unpartitioned), one
+        file per day, each replaced atomically (`split_partitions` cuts a multi-day table);
+        return the URIs in day order."""
+        return [
+            self.write_table(self.asset_dir(asset, day), part, publish=publish)
+            for day, part in split_partitions(table, days)
+        ]
+
     def rejected_dir(self, directory: str) -> str:
         """Where a version that failed its blocking check goes: `<parent>/.rejected/<name>`,
         outside the partition folder, so that no `dt=` listing ever sees it as a partition."""
@@ -343,5 +358,47 @@ class PartitionFiles:
             schema = pq.read_schema(self.lake.fs.open_input_file(self.files[0]))
         self.lake.register(con, name, self.files, schema)
 
-    def read(self, columns: list[str] | None = None) -> pa.Table:
-        return pa.concat_tables([self.lake.read_table(f, columns) for f in self.files])
+    def read(self, columns: list[str] | None = None, *, with_partition: bool = False) -> pa.Table:
+        """The files' rows, in file order; `with_partition` adds `PARTITION_COLUMN`, each row's
+        partition (day), so that an asset spanning several days can hand back one table that
+        `split_partitions` cuts into a file per day."""
+        tables = [self.lake.read_table(f, columns) for f in self.files]
+        if with_partition:
+            if len(self.days) != len(tables):
+                raise LakeError(f"{self.asset}: an unpartitioned input has no partition column")
+            tables = [
+                t.append_column(PARTITION_COLUMN, pa.array([d] * t.num_rows, pa.string()))
+                for d, t in zip(self.days, tables, strict=True)
+            ]
+        return pa.concat_tables(tables)
+
+
+def split_partitions(
+    table: pa.Table, days: Sequence[str] | None
+) -> list[tuple[str | None, pa.Table]]:
+    """One `(day, table)` per partition an output covers, ready for `Lake.write_table`.
+
+    `days` are the output's partition keys (None: unpartitioned). A table with
+    `PARTITION_COLUMN` is cut by it, and the column dropped: every day of `days` gets its rows,
+    an empty table when it has none (a day with no rows is still materialised), and a row whose
+    day is not in `days` is an error rather than lost. A table without the column belongs to a
+    single partition as it is; for several days it cannot be split, and that is an error too.
+    """
+    if not days:
+        if PARTITION_COLUMN in table.column_names:
+            raise LakeError(f"an unpartitioned output has no partitions: drop {PARTITION_COLUMN!r}")
+        return [(None, table)]
+    days = list(days)
+    if PARTITION_COLUMN not in table.column_names:
+        if len(days) == 1:
+            return [(days[0], table)]
+        raise LakeError(
+            f"an output over {len(days)} partitions ({days[0]}..{days[-1]}) needs a "
+            f"{PARTITION_COLUMN!r} column to split it by"
+        )
+    column = table.column(PARTITION_COLUMN)
+    stray = sorted(set(pc.unique(column).to_pylist()) - set(days), key=str)
+    if stray:
+        raise LakeError(f"rows for partitions outside the run's {days[0]}..{days[-1]}: {stray}")
+    data = table.drop_columns([PARTITION_COLUMN])
+    return [(d, data.filter(pc.equal(column, d))) for d in days]
