@@ -25,6 +25,8 @@ RETRAIN_ASSETS = ["training_set", "quality_model", "model_evaluation"]
 daily_chain_job = dg.define_asset_job(
     "daily_chain",
     selection=FEATURE_ASSETS + SCORING_ASSETS,
+    # Runs with a GPU step carry this tag: the production run queue limits them (deploy/).
+    tags={"vq/gpu": "true"},
     description="A landed day: ingest, partials, embeddings, creator features, scores, weights.",
 )
 labels_job = dg.define_asset_job(
@@ -35,6 +37,7 @@ labels_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=RETRAIN_ASSETS,
+    tags={"vq/gpu": "true"},
     description="The week's training set, model (through the promotion gate) and evaluation.",
 )
 

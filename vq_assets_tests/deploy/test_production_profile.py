@@ -85,22 +85,23 @@ def production(tmp_path_factory):
             lake = LakeResource(root=f"s3://{BUCKET}/lake", s3=S3Resource()).get_lake()
             simulate(lake, dt.date.fromisoformat(START_DATE), 19, 25, seed=5, media=False)
             defs = build_definitions()
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                replay = Replay(
-                    defs, instance, lake, train_days=28, min_train_days=10, log=print
-                )
-                replay.run(START_DATE, END)
-                yield SimpleNamespace(
-                    lake=lake,
-                    defs=defs,
-                    instance=instance,
-                    replay=replay,
-                    pg=pg,
-                    s3=s3,
-                    tracking_uri=tracking_uri,
-                )
-            # MLflow keeps the last URI in a global; later tests set their own.
-            mlflow.set_tracking_uri("")
+            try:
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    replay = Replay(
+                        defs, instance, lake, train_days=28, min_train_days=10, log=lambda _: None
+                    )
+                    replay.run(START_DATE, END)
+                    yield SimpleNamespace(
+                        lake=lake,
+                        instance=instance,
+                        replay=replay,
+                        pg=pg,
+                        s3=s3,
+                        tracking_uri=tracking_uri,
+                    )
+            finally:
+                # MLflow keeps the last URI in a global (and exports it); later tests set theirs.
+                mlflow.set_tracking_uri(None)
 
 
 @needs_postgres
@@ -127,6 +128,9 @@ def test_the_instance_is_postgres_with_a_tag_limited_queue_and_run_monitoring(pr
     jobs = {r.job_name for r in instance.get_runs()}
     assert {"daily_chain", "labels", "retrain"} <= jobs
     assert "2026-01-19" in instance.get_materialized_partitions(dg.AssetKey("quality_scores"))
+    # Step output outlives the process that ran it: the compute logs are in S3.
+    logs = production.s3.list_objects_v2(Bucket=BUCKET, Prefix="dagster/compute_logs/")
+    assert logs.get("KeyCount", 0) > 0
 
 
 @needs_postgres
