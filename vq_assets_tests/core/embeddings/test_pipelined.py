@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +19,7 @@ from vq_assets.core.embeddings.pipelined import (
     single_process_image_features,
     synthetic_pixels,
 )
-
-REPO = Path(__file__).resolve().parents[3]
+from vq_assets_tests.torchrun import torchrun
 
 
 @pytest.fixture(scope="module")
@@ -114,16 +110,9 @@ def test_gpipe_two_gloo_ranks_match_one_process(
     pixels = blip.pixel_values(frames)
     np.save(tmp_path / "pixels.npy", pixels.numpy())
     out, stats = tmp_path / "pipelined.npy", tmp_path / "stats.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
+    torchrun(
+        "vq_assets.core.embeddings.pipelined",
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "vq_assets.core.embeddings.pipelined",
             "--model",
             str(blip_dir),
             "--pixels",
@@ -139,13 +128,7 @@ def test_gpipe_two_gloo_ranks_match_one_process(
             "--stats",
             str(stats),
         ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     pipelined = torch.from_numpy(np.load(out))
     assert pipelined.shape == (n, blip.image_dim)
 

@@ -1,8 +1,5 @@
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,8 +25,8 @@ from vq_assets.core.model.settings import ModelShape
 from vq_assets.core.model.settings import TrainSettings as TrainConfig
 from vq_assets.core.model.synthetic import make_synthetic
 from vq_assets.core.model.train import fit_ensemble, main
+from vq_assets_tests.torchrun import torchrun
 
-REPO = Path(__file__).resolve().parents[3]
 SMALL = {
     "dense_dims": {"image_emb": 8, "text_emb": 8, "creator": 4},
     "cat_cardinalities": {"language": 5, "duration_bucket": 4},
@@ -277,27 +274,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path: Path) -> None:
         "--seed",
         "4",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "vq_assets.core.model.train",
-            *args,
-            "--out",
-            str(tmp_path / "ddp"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("vq_assets.core.model.train", [*args, "--out", str(tmp_path / "ddp")], timeout=120)
     main([*args, "--out", str(tmp_path / "single")])
     ddp = safetensors.torch.load_file(tmp_path / "ddp" / "model.safetensors")
     single = safetensors.torch.load_file(tmp_path / "single" / "model.safetensors")
