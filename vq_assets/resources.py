@@ -233,7 +233,7 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
     from vq_assets.core.model.registry import default_tracking_uri
 
     home = vq_home()
-    lake = LakeResource(root=_setting("VQ_LAKE", os.path.join(home, "lake")), s3=S3Resource())
+    lake = LakeResource(root=_setting("VQ_LAKE", default_lake_root()), s3=S3Resource())
     return {
         "lake": lake,
         "lake_io": LakeIOManager(lake=lake),

@@ -8,13 +8,13 @@ from vq_assets.core.embeddings.media import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_TIMEOUT_S,
-    MEDIA_STATUSES,
     DecodeLimits,
 )
 from vq_assets.core.embeddings.media_access import DEFAULT_MEDIA_ROOTS, LakeMediaReader
 from vq_assets.core.embeddings.pipeline import (
     DEFAULT_MAX_CAPTION_CHARS,
     embed_videos,
+    media_summary,
     truncate_captions,
 )
 from vq_assets.core.lake.store import PARTITION_COLUMN, PartitionFiles
@@ -98,21 +98,15 @@ def video_embeddings(
         frames=encoder.frames,
         read_bytes=LakeMediaReader(lake.get_lake(), config.media_roots, config.max_media_bytes),
         limits=DecodeLimits(config.max_media_pixels, config.media_timeout_s or None),
-        max_caption_chars=config.max_caption_chars,
+        max_caption_chars=None,  # cut above, where the count is taken
         workers=encoder.decode_workers,
         progress=progress,
     )
-    statuses = table.column("media_status").to_pylist()
-    counts = {s: statuses.count(s) for s in MEDIA_STATUSES}
-    share = _error_share(statuses)
-    # Each day is judged alone: a multi-day run publishes only if every day passes.
-    day_of_row = row_days.to_pylist()
-    day_shares = {
-        d: _error_share([s for s, r in zip(statuses, day_of_row, strict=True) if r == d])
-        for d in days
-    }
+    summary = media_summary(table.column("media_status").to_pylist(), row_days.to_pylist(), days)
+    counts = summary.counts
     elapsed = time.monotonic() - started
-    passed = all(s <= config.max_decode_error_share for s in day_shares.values())
+    # Each day is judged alone: a multi-day run publishes only if every day passes.
+    passed = all(s <= config.max_decode_error_share for s in summary.share_by_day.values())
     yield dg.Output(
         table.append_column(PARTITION_COLUMN, row_days),
         metadata={
@@ -138,18 +132,11 @@ def video_embeddings(
         check_name="decode_error_share",
         passed=passed,
         metadata={
-            "share": share,
+            "share": summary.error_share,
             "threshold": config.max_decode_error_share,
-            **({"share_by_day": day_shares} if len(days) > 1 else {}),
+            **({"share_by_day": summary.share_by_day} if len(days) > 1 else {}),
         },
     )
-
-
-def _error_share(statuses: list[str]) -> float:
-    """Refusals and timeouts are data problems like corrupt files (hostile or broken URIs,
-    files too large to decode): they count toward the blocking share. Missing media do not."""
-    bad = sum(1 for s in statuses if s not in ("ok", "no_media"))
-    return bad / len(statuses) if statuses else 0.0
 
 
 defs = dg.Definitions(assets=[video_embeddings])

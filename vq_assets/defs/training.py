@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from vq_assets.core.evaluation import tables
-from vq_assets.core.evaluation.figures import png
+from vq_assets.core.evaluation.figures import save_figures
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import Lake, PartitionFiles
@@ -200,9 +200,7 @@ def model_evaluation(
         registry.log_evaluation(report.rows, report.figures, report.demo)
     # The figures also beside the tables in the lake, and inline in the UI.
     figures_dir = lk.asset_dir("model_evaluation_figures", week)
-    images = {name: png(fig) for name, fig in report.figures.items()}
-    for name, data in images.items():
-        lk.write_bytes(f"{figures_dir}/{name}", data)
+    images = save_figures(lk, figures_dir, report.figures)
     return dg.Output(
         report.table(record.model_version),
         metadata={

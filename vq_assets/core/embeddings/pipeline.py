@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,7 @@ import torch
 from vq_assets.core.embeddings.base import VideoEncoder, text_present
 from vq_assets.core.embeddings.media import (
     DEFAULT_LIMITS,
+    MEDIA_STATUSES,
     DecodeLimits,
     MediaResult,
     ReadBytes,
@@ -52,6 +54,35 @@ def truncate_captions(videos: pa.Table, max_chars: int | None) -> tuple[pa.Table
         return videos, 0
     cut = pc.utf8_slice_codeunits(caption, 0, max_chars)
     return videos.set_column(videos.column_names.index("caption"), "caption", cut), count
+
+
+@dataclass(frozen=True)
+class MediaSummary:
+    """Videos per `media_status`, the share that counts against `decode_error_share`, and that
+    share per day of a multi-day run."""
+
+    counts: dict[str, int]
+    error_share: float
+    share_by_day: dict[str, float]
+
+
+def _error_share(statuses: list[str]) -> float:
+    # Refusals and timeouts are data problems like corrupt files (hostile or broken URIs, files
+    # too large to decode): they count toward the blocking share. Missing media do not.
+    bad = sum(1 for s in statuses if s not in ("ok", "no_media"))
+    return bad / len(statuses) if statuses else 0.0
+
+
+def media_summary(statuses: list[str], row_days: list[str], days: list[str]) -> MediaSummary:
+    """Summarise an embeddings run's `media_status` column; `row_days` is each row's day."""
+    by_day: dict[str, list[str]] = {d: [] for d in days}
+    for status, day in zip(statuses, row_days, strict=True):
+        by_day.setdefault(day, []).append(status)
+    return MediaSummary(
+        counts={s: statuses.count(s) for s in MEDIA_STATUSES},
+        error_share=_error_share(statuses),
+        share_by_day={d: _error_share(s) for d, s in by_day.items()},
+    )
 
 
 def embeddings_schema(image_dim: int, text_dim: int) -> pa.Schema:

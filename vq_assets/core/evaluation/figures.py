@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 
+from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
 
@@ -57,3 +58,11 @@ def png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def save_figures(lake: Lake, directory: str, figures: dict[str, object]) -> dict[str, bytes]:
+    """Each figure as a PNG file under `directory` of the lake; the PNG bytes by name."""
+    images = {name: png(fig) for name, fig in figures.items()}
+    for name, data in images.items():
+        lake.write_bytes(f"{directory}/{name}", data)
+    return images

@@ -9,17 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vq_assets.core.embeddings.blip import BlipEncoder, ensure_placeholder_blip
+from vq_assets.core.embeddings.blip import BlipEncoder
 from vq_assets.core.embeddings.minilm import TextOnlyEncoder
 from vq_assets.core.embeddings.pipeline import embed_videos
 from vq_assets_tests.core.embeddings.test_media import write_cover, write_video
 
 FRAMES = 4
-
-
-@pytest.fixture(scope="module")
-def blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_placeholder_blip(tmp_path_factory.mktemp("models") / "blip-placeholder")
 
 
 @pytest.fixture(scope="module")

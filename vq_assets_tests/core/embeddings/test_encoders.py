@@ -22,11 +22,6 @@ from vq_assets.core.embeddings.minilm import TextOnlyEncoder
 
 
 @pytest.fixture(scope="module")
-def blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_placeholder_blip(tmp_path_factory.mktemp("models") / "blip-placeholder")
-
-
-@pytest.fixture(scope="module")
 def blip(blip_dir: Path) -> BlipEncoder:
     return BlipEncoder(blip_dir, device="cpu", batch_size=8)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vq_assets.core.embeddings.blip import BlipEncoder, ensure_placeholder_blip
+from vq_assets.core.embeddings.blip import BlipEncoder
 from vq_assets.core.embeddings.pipelined import (
     layer_bounds,
     load_stage,
@@ -20,11 +20,6 @@ from vq_assets.core.embeddings.pipelined import (
     synthetic_pixels,
 )
 from vq_assets_tests.torchrun import torchrun
-
-
-@pytest.fixture(scope="module")
-def blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_placeholder_blip(tmp_path_factory.mktemp("models") / "blip-placeholder")
 
 
 @pytest.fixture(scope="module")
