@@ -73,8 +73,17 @@ EVENT_COLUMNS = ("video_id", "event_ts", "watch_time_s", "liked", "commented", "
 VARIANTS = ("vq_cold", "direct", "polars", "bare_scan")
 LABEL_VARIANTS = VARIANTS[:-1]
 MIN_EVENTS = 20_000_000
-COUNT_COLUMNS = ("plays", "skips", "full_watches", "likes", "comments", "shares", "early_events")
-RATIO_COLUMNS = ("avg_watch_time_s", "skip_rate", "engagement_rate")
+COUNT_COLUMNS = (
+    "plays",
+    "skips",
+    "full_watches",
+    "likes",
+    "comments",
+    "shares",
+    "day0_plays",
+    "early_events",
+)
+RATIO_COLUMNS = ("avg_watch_time_s", "skip_rate", "engagement_rate", "virality")
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +224,7 @@ def run_polars(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str,
     import polars as pl
 
     videos = pl.scan_parquet(landing_files(lake, "videos", [day])).select(
-        "video_id", "creator_id", "created_at", "duration_s"
+        "video_id", "creator_id", "created_at", "duration_s", "creator_followers"
     )
     events = pl.scan_parquet(landing_files(lake, "watch_events", event_days(day))).select(
         EVENT_COLUMNS
@@ -235,6 +244,7 @@ def run_polars(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str,
             likes=(in_window & pl.col("liked")).sum(),
             comments=(in_window & pl.col("commented")).sum(),
             shares=(in_window & pl.col("shared")).sum(),
+            day0_plays=(in_window & (ts < created + pl.duration(days=1))).sum(),
             early_events=(ts < created).sum(),
         )
     )
@@ -254,6 +264,11 @@ def run_polars(lake: Lake, day: str, scratch: Path) -> tuple[pa.Table, dict[str,
             avg_watch_time_s=per_play(pl.col("watch_time_sum")),
             skip_rate=per_play(pl.col("skips")),
             engagement_rate=per_play(pl.col("likes") + pl.col("comments")),
+            # ViraNova's virality; null without followers (never a division by zero).
+            virality=pl.when(pl.col("creator_followers") > 0).then(
+                (pl.col("day0_plays").fill_null(0) + plays.fill_null(0))
+                / pl.col("creator_followers")
+            ),
         )
         .sort("video_id")
         .collect(engine="streaming")

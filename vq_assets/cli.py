@@ -43,12 +43,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         args.seed,
         mean_plays=args.mean_plays,
         media=not args.no_media,
+        counters=args.counters.split(",") if args.counters else None,
         progress=print,
     )
-    print(
-        f"wrote {summary.days} days, {summary.videos:,} videos, {summary.events:,} events "
-        f"to {lake.root}/landing"
+    landed = (
+        f"{summary.events:,} events"
+        if not args.counters
+        else f"{summary.daily_stats_rows:,} video_daily_stats rows ({summary.events:,} plays)"
     )
+    print(f"wrote {summary.days} days, {summary.videos:,} videos, {landed} to {lake.root}/landing")
     return 0
 
 
@@ -172,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mean-plays", type=float, default=60.0)
     p.add_argument("--no-media", action="store_true", help="skip mp4 and cover files")
+    p.add_argument(
+        "--counters",
+        default=None,
+        help="land daily rollups (video_daily_stats) with these comma-separated counters "
+        "instead of watch events, e.g. plays or plays,likes,comments",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("run", help="replay the chain day by day over landed data, through Dagster")

@@ -2,10 +2,11 @@
 
 For each day D in order: at a week start, retrain (on labels closed before the week began); then
 D's chain (ingest, partials, embeddings, creator features and, once a promoted model exists,
-scores and weights); then the labels of D-7, whose window has just closed, and the flywheel lift
-of that day. Every step is a run of the code location's own jobs on the given instance, so the
-Dagster UI shows the replay; steps whose partitions are already materialized are skipped, so an
-interrupted replay resumes where it stopped.
+scores and weights; no events nor partials on a lake that keeps only daily rollups); then the
+labels of D-7, whose window has just closed, and the flywheel lift of that day. Every step is a
+run of the code location's own jobs on the given instance, so the Dagster UI shows the replay;
+steps whose partitions are already materialized are skipped, so an interrupted replay resumes
+where it stopped.
 """
 
 import datetime as dt
@@ -17,15 +18,16 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
+from vq_assets.core.labels.source import events_landed
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
 from vq_assets.core.model.features import label_days_for_week
 from vq_assets.defs.automation import (
-    FEATURE_ASSETS,
     LABEL_ASSETS,
     LIFT_ASSETS,
     RETRAIN_ASSETS,
     SCORING_ASSETS,
+    feature_assets,
 )
 from vq_assets.partitions import START_DATE
 
@@ -195,7 +197,8 @@ class Replay:
                     f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
                 )
         scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
-        self._run("daily_chain", day, FEATURE_ASSETS + scoring)
+        # A lake without watch events (daily rollups only) has no event assets to run.
+        self._run("daily_chain", day, feature_assets(events_landed(self.lake)) + scoring)
         closed = shift(day, -WINDOW_DAYS)
         if closed >= START_DATE:
             lift = LIFT_ASSETS if self._done("flywheel_sampling_weights", closed) else []

@@ -15,6 +15,8 @@ from vq_assets.resources import vq_home
 
 # What the production system vq is modelled on reported for its skip-rate calibration.
 REFERENCE_CALIBRATION = 0.996
+# What the Bilibili cover-and-title study reported for its 5 popularity classes.
+BILIBILI_ACCURACY = 0.62
 
 
 def _latest(lake: Lake, asset: str) -> tuple[str, pa.Table] | None:
@@ -54,6 +56,7 @@ def evaluation_tables(rows: list[dict]) -> str:
         )
     cal = _value(rows, "model", FULL_MODEL, "val_p_item_skip_ctr_7d_calibration")
     lines.append(f"skip-rate calibration: {cal:.3f} (reference {REFERENCE_CALIBRATION})")
+    lines += _class_table(rows)
     if any(r["section"] == "model_vs_baseline" for r in rows):  # older evaluations lack it
         lines += ["", f"{'model - baseline':<22}{'creator mean':>26}{'LightGBM':>26}"]
         lines.append(
@@ -68,7 +71,11 @@ def evaluation_tables(rows: list[dict]) -> str:
                 )
                 cells.append(f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]")
             lines.append(f"{task.name:<22}" + "".join(f"{c:>26}" for c in cells))
-    lines += ["", f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>18}" for t in tasks.names())]
+    width = max(len(t) for t in tasks.names()) + 2
+    lines += [
+        "",
+        f"{'ablation (test Spearman)':<26}" + "".join(f"{t:>{width}}" for t in tasks.names()),
+    ]
     variants = sorted(
         {r["variant"] for r in rows if r["section"] == "ablation"}, key=list(ABLATIONS).index
     )
@@ -76,8 +83,26 @@ def evaluation_tables(rows: list[dict]) -> str:
         vals = [
             _value(rows, "ablation", v, f"val_{t.stem}_SpearmanCorr") for t in tasks.catalogue()
         ]
-        lines.append(f"{v:<26}" + "".join(f"{x:>18.3f}" for x in vals))
+        lines.append(f"{v:<26}" + "".join(f"{x:>{width}.3f}" for x in vals))
     return "\n".join(lines)
+
+
+def _class_table(rows: list[dict]) -> list[str]:
+    """The popularity classes: the model against the creator's prior class and LightGBM."""
+    task = tasks.ordinal()
+    if task is None:
+        return []
+    metrics = ("accuracy", "within_one_accuracy", "macro_F1", "QWK")
+    lines = ["", f"{task.name + ' classes (test)':<26}" + "".join(f"{m:>21}" for m in metrics)]
+    for label, section, variant in (
+        ("vq model", "model", FULL_MODEL),
+        ("creator prior class", "baseline", "creator_prior_mean"),
+        ("LightGBM", "baseline", "lightgbm"),
+    ):
+        vals = [_value(rows, section, variant, f"val_{task.stem}_{m}") for m in metrics]
+        lines.append(f"{label:<26}" + "".join(f"{x:>21.3f}" for x in vals))
+    lines.append(f"(the Bilibili study reports accuracy {BILIBILI_ACCURACY} on its 5 classes)")
+    return lines
 
 
 def inline_png(data: bytes, title: str) -> str:

@@ -5,6 +5,8 @@ import json
 
 import dagster as dg
 
+from vq_assets.core.labels import daily_stats
+from vq_assets.core.labels.source import events_landed
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
 from vq_assets.partitions import START_DATE, daily, label_days
@@ -17,6 +19,8 @@ FEATURE_ASSETS = [
     "video_embeddings",
     "creator_features",
 ]
+# What a lake without watch events (daily rollups only) cannot materialize; its chain skips them.
+EVENT_ASSETS = ["watch_events", "video_watch_daily"]
 SCORING_ASSETS = ["quality_scores", "flywheel_sampling_weights"]
 LABEL_ASSETS = ["video_labels_7d"]
 LIFT_ASSETS = ["flywheel_lift"]
@@ -59,17 +63,27 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"retrain-{week}", partition_key=week)
 
 
-def landed_days(lake) -> list[str]:
-    """Days whose videos and watch events both carry their `_SUCCESS` marker."""
+def feature_assets(events: bool) -> list[str]:
+    """The daily chain's feature assets for a lake with (or without) watch events."""
+    return FEATURE_ASSETS if events else [a for a in FEATURE_ASSETS if a not in EVENT_ASSETS]
+
+
+def landed_days(lake, *, events: bool = True) -> list[str]:
+    """Days whose videos and watch events both carry their `_SUCCESS` marker; on a lake without
+    watch events (`events=False`), days whose videos do."""
+    tables = ["videos", "watch_events"] if events else ["videos"]
     days = set(lake.list_days(lake.path("landing", "videos")))
-    days &= set(lake.list_days(lake.path("landing", "watch_events")))
+    for table in tables[1:]:
+        days &= set(lake.list_days(lake.path("landing", table)))
     return sorted(
-        d
-        for d in days
-        if d >= START_DATE
-        and lake.day_complete("videos", d)
-        and lake.day_complete("watch_events", d)
+        d for d in days if d >= START_DATE and all(lake.day_complete(t, d) for t in tables)
     )
+
+
+def daily_stats_days(lake) -> set[str]:
+    """Days of `video_daily_stats` that carry their `_SUCCESS` marker."""
+    days = lake.list_days(lake.path("landing", daily_stats.TABLE))
+    return {d for d in days if lake.day_complete(daily_stats.TABLE, d)}
 
 
 def stray_landing_folders(lake) -> list[str]:
@@ -77,7 +91,7 @@ def stray_landing_folders(lake) -> list[str]:
     named by every tick until someone removes them."""
     return [
         uri
-        for table in ("videos", "watch_events")
+        for table in ("videos", "watch_events", daily_stats.TABLE)
         for uri in lake.stray_partitions(lake.path("landing", table))
     ]
 
@@ -96,6 +110,9 @@ def plan_requests(
     *,
     weights_done: set[str] = frozenset(),
     scoring_from: str | None = None,
+    events: bool = True,
+    videos_done: set[str] = frozenset(),
+    stats_landed: set[str] = frozenset(),
 ) -> tuple[list[dg.RunRequest], dict[str, list[str]]]:
     """Run requests for newly landed days and newly closable label days, and the next cursor.
 
@@ -105,6 +122,10 @@ def plan_requests(
     it is, rather than failing the tick. The chain scores a day only from `scoring_from` (the
     first promoted model's week) on. Label day L is requested once the partials of event days
     L..L+7 are all materialized, with the flywheel lift when L's sampling weights exist.
+
+    On a lake without watch events (`events=False`) the chain leaves out `EVENT_ASSETS`, and
+    label day L is requested once its videos are ingested (`videos_done`) and the daily stats of
+    L..L+6 have landed (`stats_landed`): those are what its labels are made from.
     """
     chain = set(cursor.get("chain", []))
     labelled = set(cursor.get("labels", []))
@@ -119,15 +140,21 @@ def plan_requests(
                 run_key=f"chain-{day}",
                 job_name="daily_chain",
                 partition_key=day,
-                asset_selection=[dg.AssetKey(a) for a in FEATURE_ASSETS + scoring],
+                asset_selection=[dg.AssetKey(a) for a in feature_assets(events) + scoring],
             )
         )
         chain.add(day)
     last_label_day = label_days.get_last_partition_key()
-    for day in sorted(partials_done):
+
+    def closable(day: str) -> bool:
+        if events:
+            return all(shift(day, i) in partials_done for i in range(WINDOW_DAYS + 1))
+        return day in videos_done and all(shift(day, i) in stats_landed for i in range(WINDOW_DAYS))
+
+    for day in sorted(partials_done if events else videos_done):
         if day in labelled or last_label_day is None or day > last_label_day:
             continue
-        if all(shift(day, i) in partials_done for i in range(WINDOW_DAYS + 1)):
+        if closable(day):
             lift = LIFT_ASSETS if day in weights_done else []
             requests.append(
                 dg.RunRequest(
@@ -145,20 +172,33 @@ def plan_requests(
     jobs=[daily_chain_job, labels_job],
     minimum_interval_seconds=60,
     description="Watches the landing zone's _SUCCESS markers; requests each newly landed day's "
-    "chain, and the labels of every creation day whose window's partials are all in.",
+    "chain, and the labels of every creation day whose window's partials are all in (on a lake "
+    "without watch events: whose 7 days of video_daily_stats have landed).",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     cursor = json.loads(context.cursor) if context.cursor else {}
     instance, lk = context.instance, lake.get_lake()
-    partials = instance.get_materialized_partitions(dg.AssetKey("video_watch_daily"))
-    weights = instance.get_materialized_partitions(dg.AssetKey("flywheel_sampling_weights"))
+    events = events_landed(lk)
+
+    def done(asset: str) -> set[str]:
+        return set(instance.get_materialized_partitions(dg.AssetKey(asset)))
+
     requests, next_cursor = plan_requests(
-        landed_days(lk),
-        set(partials),
+        landed_days(lk, events=events),
+        done("video_watch_daily") if events else set(),
         cursor,
-        weights_done=set(weights),
+        weights_done=done("flywheel_sampling_weights"),
         scoring_from=first_model_week(lk),
+        events=events,
+        videos_done=set() if events else done("raw_videos"),
+        stats_landed=set() if events else daily_stats_days(lk),
     )
+    if not events:
+        # Said on every tick: the chain leaves the event assets out on purpose.
+        context.log.info(
+            "the lake has no watch_events landing: the daily chain skips "
+            f"{', '.join(EVENT_ASSETS)}, labels come from {daily_stats.TABLE}"
+        )
     stray = stray_landing_folders(lk)
     ignored = ""
     if stray:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from vq_assets.core.labels.source import events_landed
 from vq_assets.core.lake.contract import (
     VIDEOS,
     WATCH_EVENTS,
@@ -104,6 +105,8 @@ def raw_videos(
     group_name="ingest",
     kinds={"duckdb", "parquet"},
     check_specs=[_quarantine_check("watch_events")],
+    # Not materialized on a lake that keeps no watch events (only daily rollups).
+    output_required=False,
 )
 def watch_events(
     context: dg.AssetExecutionContext,
@@ -111,8 +114,21 @@ def watch_events(
     lake: LakeResource,
     duckdb: DuckDBResource,
 ):
-    """View events of the day, validated; exact duplicates dropped, keeping one copy."""
+    """View events of the day, validated; exact duplicates dropped, keeping one copy. On a lake
+    with no watch_events landing at all (a platform that keeps only video_daily_stats) the
+    step is skipped, said in its log and check, and nothing downstream of it runs."""
     lk, day = lake.get_lake(), context.partition_key
+    if not events_landed(lk):
+        reason = (
+            f"the lake has no watch_events landing ({lk.uri(lk.path('landing', 'watch_events'))}"
+            f" does not exist): nothing to ingest for {day}; labels come from video_daily_stats"
+        )
+        context.log.warning(f"skipped: {reason}")
+        # A blocking check must answer even when its asset is not materialized.
+        yield dg.AssetCheckResult(
+            check_name="quarantine_share", passed=True, metadata={"skipped": reason}
+        )
+        return
     with duckdb.connect() as con:
         result = validate_day(
             con, lk, WATCH_EVENTS, day, naive_timestamps_zone=config.naive_timestamps_zone

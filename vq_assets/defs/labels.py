@@ -3,10 +3,10 @@
 import dagster as dg
 
 from vq_assets.core.labels import windows as core
-from vq_assets.core.labels.source import choose_label_source, labels_for_day
+from vq_assets.core.labels.source import choose_label_source, events_landed, labels_for_day
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
-from vq_assets.core.lake.store import PartitionFiles
+from vq_assets.core.lake.store import LakeError, PartitionFiles
 from vq_assets.defs.k8s import K8S_CREATOR_FEATURES_TAGS, K8S_LABELS_TAGS, K8S_WATCH_DAILY_TAGS
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
@@ -25,22 +25,40 @@ from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
     io_manager_key="lake_io",
     group_name="labels",
     kinds={"duckdb", "parquet"},
-    ins={"raw_videos": dg.AssetIn(partition_mapping=VIDEOS_SERVED_BY_EVENT_DAY)},
+    ins={
+        "raw_videos": dg.AssetIn(partition_mapping=VIDEOS_SERVED_BY_EVENT_DAY),
+        # A lake without watch events has none to read; checked below otherwise.
+        "watch_events": dg.AssetIn(metadata={"allow_missing": True}),
+    },
+    # Not materialized on a lake without watch events (its labels come from daily stats).
+    output_required=False,
 )
 def video_watch_daily(
     context: dg.AssetExecutionContext,
+    lake: LakeResource,
     duckdb: DuckDBResource,
     raw_videos: PartitionFiles,
     watch_events: PartitionFiles,
-) -> dg.Output:
+):
     """Per video and event day E: partial label aggregates of E's events inside each video's
     own 7-day window, for the videos created on E-7..E. Each event day is scanned once."""
+    if not watch_events.files:
+        if events_landed(lake.get_lake()):
+            raise LakeError(
+                f"watch_events is not materialized for {context.partition_key}: materialize it "
+                "first (a backfill over the range does it in order)"
+            )
+        context.log.warning(
+            f"skipped: the lake has no watch_events landing, so there are no partials for "
+            f"{context.partition_key}; labels come from video_daily_stats"
+        )
+        return
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
         watch_events.register(con, "events")
         partials = core.watch_daily_partials(con, context.partition_key)
         unknown = core.unknown_video_events(con)
-    return dg.Output(
+    yield dg.Output(
         partials,
         metadata={
             "videos_with_events": partials.num_rows,
@@ -73,6 +91,13 @@ class LabelsConfig(dg.Config):
     check_specs=[
         dg.AssetCheckSpec("label_ranges", asset="video_labels_7d", blocking=True),
         dg.AssetCheckSpec("window_complete", asset="video_labels_7d", blocking=True),
+        dg.AssetCheckSpec(
+            "no_plays_quarantined",
+            asset="video_labels_7d",
+            blocking=True,
+            description="Fails when daily-stats rows of the window that belong to the day's "
+            "videos were quarantined: their labels would silently lose those plays.",
+        ),
     ],
 )
 def video_labels_7d(
@@ -85,23 +110,37 @@ def video_labels_7d(
 ):
     """The 7-day labels (DESIGN §4) of the videos created on D, once D+7 is over: exact, from
     the partials of event days D..D+7; or, where the lake has `video_daily_stats` for D..D+6
-    instead, the sums of those 7 calendar days."""
+    instead (or has no watch events at all), the sums of those 7 calendar days."""
     day, lk = context.partition_key, lake.get_lake()
     source = choose_label_source(lk, day, config.prefer_daily_stats)
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
-        labels, read, quarantined = labels_for_day(con, lk, day, source, video_watch_daily)
-        bad = core.label_range_violations(con, "labels", labels)
+        result = labels_for_day(con, lk, day, source, video_watch_daily)
+        bad = core.label_range_violations(con, "labels", result.labels)
+    labels, read, lost = result.labels, result.days_read, result.quarantined
     ranges_ok, window_ok = not bad, read == list(source.days)
+    kept_ok = not lost.loses_plays
+    lost_reasons = dg.MetadataValue.json(lost.reasons_of_day_videos)
     yield dg.Output(
         labels,
         metadata={
-            PUBLISH: ranges_ok and window_ok,
+            PUBLISH: ranges_ok and window_ok and kept_ok,
             "label_source": source.description,
-            "source_rows_quarantined": quarantined,
+            "source_rows_read": result.rows_read,
+            "source_rows_valid": result.rows_valid,
+            "source_rows_quarantined": lost.rows,
+            "source_plays_quarantined": lost.plays,
+            "source_duplicates_dropped": result.duplicates_dropped,
+            "quarantined_rows_of_these_videos": lost.rows_of_day_videos,
+            "quarantined_plays_of_these_videos": lost.plays_of_day_videos,
+            "quarantine_reasons_of_these_videos": lost_reasons,
             "videos": labels.num_rows,
             "videos_without_plays": int((labels["plays"].to_numpy() == 0).sum()),
             "plays": int(labels["plays"].to_numpy().sum()),
+            # Labels the source does not keep are null, never 0 (DESIGN §4).
+            "null_labels": dg.MetadataValue.json(
+                {c: labels[c].null_count for c in core.LABEL_COLUMNS if labels[c].null_count}
+            ),
             "events_before_created_at": int(labels["early_events"].to_numpy().sum()),
             "days_read": dg.MetadataValue.json(read),
         },
@@ -110,12 +149,25 @@ def video_labels_7d(
         check_name="label_ranges",
         passed=ranges_ok,
         metadata={"violations": dg.MetadataValue.json(bad)},
-        description="skips <= plays, full_watches <= plays, 0 <= skip_rate <= 1, counts >= 0",
+        description="skips, full_watches, day0_plays <= plays; 0 <= skip_rate <= 1; counts >= 0; "
+        "ratios only with plays and their counters; virality >= 0, only with followers > 0",
     )
     yield dg.AssetCheckResult(
         check_name="window_complete",
         passed=window_ok,
         metadata={"expected": list(source.days), "read": read},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_plays_quarantined",
+        passed=kept_ok,
+        metadata={
+            "label_source": source.kind,
+            "rows_of_these_videos": lost.rows_of_day_videos,
+            "plays_of_these_videos": lost.plays_of_day_videos,
+            "reasons": lost_reasons,
+            "window_rows_quarantined": lost.rows,
+            "window_rows_without_video_id": lost.unattributed_rows,
+        },
     )
 
 

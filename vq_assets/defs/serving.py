@@ -10,9 +10,9 @@ from vq_assets.core.labels.windows import shift
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.core.model import registry, tasks
-from vq_assets.core.model.features import joined_rows
+from vq_assets.core.model.features import joined_batches
 from vq_assets.core.serving import flywheel
-from vq_assets.core.serving.scores import score_videos
+from vq_assets.core.serving.scores import score_batches
 from vq_assets.partitions import daily, label_days
 from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
@@ -22,6 +22,8 @@ class ScoringConfig(dg.Config):
     # its catalogue default (core/model/tasks.py: skip_rate -1, avg_watch_time_s 0.5,
     # full_watches 0.5, skips -0.25).
     weights: dict[str, float] = {}
+    # Videos featurised and predicted at once: bounds memory on a day of millions of videos.
+    batch_rows: int = 50_000
 
 
 @dg.asset(
@@ -35,7 +37,8 @@ class ScoringConfig(dg.Config):
             "scores_complete_and_finite",
             asset="quality_scores",
             blocking=True,
-            description="Every video of the day is scored, and every prediction is finite.",
+            description="Every video of the day is scored, and every prediction of the tasks the "
+            "model has is finite.",
         )
     ],
 )
@@ -58,16 +61,18 @@ def quality_scores(
             f"no promoted quality_model exists for a week starting on or before {day}: "
             "materialize quality_model for an earlier week first"
         )
+    model = registry.load_record(lk, record)
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
         video_embeddings.register(con, "embeddings")
         creator_features.register(con, "creator")
-        rows = joined_rows(con, with_labels=False)
         videos = con.sql("SELECT count(*) FROM videos").fetchall()[0][0]
-    model = registry.load_record(lk, record)
-    scores = score_videos(rows, model, record.model_version, config.weights)
-    finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in tasks.catalogue())
+        batches = joined_batches(con, with_labels=False, batch_rows=config.batch_rows)
+        scores = score_batches(batches, model, record.model_version, config.weights)
+    have = [t for t in tasks.catalogue() if t.name in model.config.tasks]
+    finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in have)
     complete = finite and scores.num_rows == videos
+    skip_rate = scores["pred_skip_rate"].to_numpy()
     yield dg.Output(
         scores,
         metadata={
@@ -76,8 +81,13 @@ def quality_scores(
             "videos_without_features": videos - scores.num_rows,
             "model_version": record.model_version,
             "model_week": record.week,
-            "mean_pred_skip_rate": float(np.mean(scores["pred_skip_rate"].to_numpy()))
-            if scores.num_rows
+            "tasks_scored": ", ".join(t.name for t in have),
+            "tasks_without_model_head": ", ".join(
+                t.name for t in tasks.catalogue() if t.name not in model.config.tasks
+            )
+            or "none",
+            "mean_pred_skip_rate": float(np.mean(skip_rate))
+            if scores.num_rows and np.isfinite(skip_rate).all()
             else float("nan"),
         },
     )
@@ -176,7 +186,18 @@ def flywheel_lift(
         col("plays"),
         excluded=weights["excluded"].to_numpy(zero_copy_only=False),
     )
-    return dg.Output(pa.Table.from_pylist([{"day": context.partition_key, **lift}]), metadata=lift)
+    note = (
+        "measured on the labelled eligible videos"
+        if lift["videos_with_labels"]
+        else "cannot measure lift: no eligible video has both a skip_rate and an "
+        "avg_watch_time_s label (a source without those counters keeps them null)"
+    )
+    if not lift["videos_with_labels"]:
+        context.log.warning(note)
+    return dg.Output(
+        pa.Table.from_pylist([{"day": context.partition_key, **lift}]),
+        metadata={**lift, "note": note},
+    )
 
 
 defs = dg.Definitions(assets=[quality_scores, flywheel_sampling_weights, flywheel_lift])

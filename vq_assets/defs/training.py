@@ -136,6 +136,8 @@ def quality_model(
                 for task, loss in trained.result.best_val_task_losses.items()
             },
             "epochs_trained": max(int(h["epoch"]) for h in trained.result.history),
+            # Tasks whose labels the source does not keep have no head in this model.
+            "tasks_left_out": dg.MetadataValue.json(trained.result.left_out),
             "metrics": dg.MetadataValue.md(metrics_markdown(trained.test_metrics)),
             "model_path": dg.MetadataValue.path(record.model_path),
         },

@@ -67,6 +67,7 @@ def _day_with_many_events(folder: Path) -> None:
             "creator_id": ["c"] * len(ids),
             "created_at": pa.array([created] * len(ids), pa.timestamp("us", "UTC")),
             "duration_s": [10.0] * len(ids),
+            "creator_followers": [100] * len(ids),
         }
     )
     events = pa.table(

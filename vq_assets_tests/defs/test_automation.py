@@ -223,6 +223,8 @@ def test_labels_are_requested_once_the_window_partials_are_in_and_the_request_ru
 
 
 def test_labels_bring_the_flywheel_lift_when_the_day_was_scored(tmp_path, instance):
+    # A lake with watch events (a lake without any plans its labels from daily stats).
+    (tmp_path / "landing" / "watch_events").mkdir(parents=True)
     report(instance, "video_watch_daily", days("2026-01-01", 9))  # partials of days 1..9
     report(instance, "flywheel_sampling_weights", ["2026-01-02"])
     data = tick(instance, tmp_path)
@@ -283,3 +285,33 @@ def test_daily_schedule_runs_yesterdays_chain_at_two():
     assert request.job_name == "daily_chain"
     assert request.partition_key == "2026-03-09"
     assert request.tags["dagster/partition"] == "2026-03-09"
+
+
+# -- a lake without watch events ------------------------------------------------------------------
+
+
+def test_without_watch_events_labels_wait_for_seven_days_of_daily_stats(tmp_path, instance):
+    for day in days("2026-01-01", 3):
+        write_day(tmp_path, "videos", day, [video(f"{day}-a", ts(day, 6))])
+    stats = Path(tmp_path) / "landing" / "video_daily_stats"
+    for day in days("2026-01-01", 8):
+        (stats / f"dt={day}").mkdir(parents=True)
+        if day != "2026-01-03":  # day 3's rollup has not landed yet
+            (stats / f"dt={day}" / "_SUCCESS").touch()
+    report(instance, "raw_videos", days("2026-01-01", 3))
+    data = tick(instance, tmp_path)
+    chain = by_job(data, "daily_chain")
+    assert [r.partition_key for r in chain] == days("2026-01-01", 3)
+    assert all(
+        selection(r) == sorted(set(FEATURE_ASSETS) - {"watch_events", "video_watch_daily"})
+        for r in chain
+    )
+    # Every window D..D+6 of days 1..3 holds day 3: nothing to label yet.
+    assert by_job(data, "labels") == []
+    (stats / "dt=2026-01-03" / "_SUCCESS").touch()
+    later = tick(instance, tmp_path, data.cursor)
+    # Day 1's window (1..7) and day 2's (2..8) are in; day 3 needs day 9.
+    assert [(r.partition_key, selection(r)) for r in later.run_requests] == [
+        ("2026-01-01", ["video_labels_7d"]),
+        ("2026-01-02", ["video_labels_7d"]),
+    ]

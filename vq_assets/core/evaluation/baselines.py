@@ -3,6 +3,8 @@ gradient-boosted trees (LightGBM) on the model's own features."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
@@ -10,16 +12,46 @@ import pyarrow as pa
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
 from vq_assets.core.model.features import FULL_MODEL, groups_for
+from vq_assets.core.model.popularity import COMPONENTS, PopularityScale
+
+# LightGBM's objective per task kind; its predictions are then in natural units (after expm1
+# for log1p): cross_entropy and poisson predict the mean, not the raw score.
+OBJECTIVES = {
+    "log1p": "regression",
+    "binomial": "cross_entropy",
+    "rate": "poisson",
+    "ordinal": "regression",
+}
 
 
-def creator_mean_baseline(table: pa.Table, train_rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Predict each label by the creator's prior mean; no history -> the train-days mean."""
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy(zero_copy_only=False).astype(float)
+
+
+def creator_mean_baseline(
+    table: pa.Table,
+    train_rows: np.ndarray,
+    task_names: Sequence[str],
+    popularity: PopularityScale | None = None,
+) -> dict[str, np.ndarray]:
+    """Predict each label by the creator's prior mean; no history -> the train-days mean.
+
+    The popularity task's prediction is the score of the creator's prior mean counters (so its
+    class is "the creator's prior class"); no history -> the train-days mean score."""
     out = {}
     for task in tasks.catalogue():
-        prior = table.column(f"prior_mean_{task.label}").to_numpy(zero_copy_only=False)
-        truth = table.column(task.label).to_numpy(zero_copy_only=False).astype(float)
+        if task.name not in task_names:
+            continue
+        if task.kind == "ordinal":
+            if popularity is None:
+                continue
+            prior = popularity.score({c: _column(table, f"prior_mean_{c}") for c in COMPONENTS})
+            truth = popularity.score({c: _column(table, c) for c in COMPONENTS})
+        else:
+            prior = _column(table, f"prior_mean_{task.label}")
+            truth = _column(table, task.label)
         fallback = float(np.nanmean(truth[train_rows])) if train_rows.any() else 0.0
-        out[task.name] = np.where(np.isnan(prior.astype(float)), fallback, prior.astype(float))
+        out[task.name] = np.where(np.isnan(prior), fallback, prior)
     return out
 
 
@@ -42,14 +74,17 @@ def gbdt_baseline(
     rounds: int = 400,
     groups: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
-    """LightGBM per task (regression on log1p, or cross-entropy weighted by plays for a rate)
-    on the model's features (default: the full model's groups); early
-    stopping on the validation rows."""
+    """LightGBM per task on the model's features (default: the full model's groups), early
+    stopping on the validation rows: regression on log1p (counts, times) or on the score
+    (popularity), cross-entropy (shares of plays) or Poisson (rates) weighted by plays. Tasks
+    without labels on the train or validation rows are left out."""
     x, cats = _flat(data, groups or groups_for(FULL_MODEL, data))
     tr, va = split == "train", split == "validation"
     preds = {}
     for task in tasks.catalogue():
-        y = data.targets[task.name]
+        y = data.targets.get(task.name)
+        if y is None or not (np.isfinite(y[tr]).any() and np.isfinite(y[va]).any()):
+            continue
         params = {
             "learning_rate": 0.05,
             "num_leaves": 31,
@@ -61,14 +96,9 @@ def gbdt_baseline(
             "num_threads": 2,
             "verbose": -1,
         }
-        weight = None
-        if not task.is_count:
-            params["objective"] = "cross_entropy"
-            target = y
-            weight = data.plays
-        else:
-            params["objective"] = "regression"
-            target = np.log1p(y)
+        weight = data.plays if task.behaviour.per_play else None
+        target = np.log1p(y) if task.kind == "log1p" else y
+        params["objective"] = OBJECTIVES[task.kind]
         ok = np.isfinite(target)
         train_set = lgb.Dataset(
             x[tr & ok],
@@ -90,5 +120,5 @@ def gbdt_baseline(
             callbacks=[lgb.early_stopping(30, verbose=False)],
         )
         raw = booster.predict(x, num_iteration=booster.best_iteration)
-        preds[task.name] = np.expm1(raw) if task.is_count else raw
+        preds[task.name] = np.expm1(raw) if task.kind == "log1p" else raw
     return preds

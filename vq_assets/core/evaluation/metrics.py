@@ -7,12 +7,13 @@ broken evaluation is never mistaken for a bad-but-valid one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 from vq_assets.core.model import tasks
+from vq_assets.core.model.popularity import CLASSES, PopularityScale
 
 
 def _valid(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,45 +114,99 @@ def skip_calibration(pred_rate: np.ndarray, skip_rate: np.ndarray, plays: np.nda
     return float(np.sum(pred_rate[keep] * plays[keep])) / actual
 
 
+def classification_metrics(pred: np.ndarray, true: np.ndarray, classes: int) -> dict[str, float]:
+    """Ordered-class metrics over rows where both are finite: accuracy, within-one-class
+    accuracy, macro-F1 (over the classes present in truth or prediction) and quadratic weighted
+    kappa (Cohen's, weights (i - j)^2; 1 = perfect, 0 = chance)."""
+    p, t = _valid(pred, true)
+    if t.size == 0:
+        return dict.fromkeys(("accuracy", "within_one_accuracy", "macro_F1", "QWK"), float("nan"))
+    p, t = p.astype(int), t.astype(int)
+    confusion = confusion_matrix(p, t, classes)
+    f1s = []
+    for k in range(classes):
+        tp = confusion[k, k]
+        fp, fn = confusion[:, k].sum() - tp, confusion[k, :].sum() - tp
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    i, j = np.indices((classes, classes))
+    w = (i - j) ** 2 / (classes - 1) ** 2
+    expected = np.outer(confusion.sum(1), confusion.sum(0)) / confusion.sum()
+    denom = float((w * expected).sum())
+    return {
+        "accuracy": float(np.mean(p == t)),
+        "within_one_accuracy": float(np.mean(np.abs(p - t) <= 1)),
+        "macro_F1": float(np.mean(f1s)),
+        "QWK": 1.0 - float((w * confusion).sum()) / denom if denom else float("nan"),
+    }
+
+
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, classes: int) -> np.ndarray:
+    """``[classes, classes]`` counts, rows = true class, columns = predicted class."""
+    out = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(out, (np.asarray(true, int), np.asarray(pred, int)), 1)
+    return out
+
+
 def task_metrics(
     preds: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     plays: np.ndarray,
     losses: Mapping[str, float],
     prefix: str = "val",
+    popularity: PopularityScale | None = None,
 ) -> dict[str, float]:
-    """The MLflow metric table of DESIGN.md §6, for every task of the catalogue.
+    """The MLflow metric table of DESIGN.md §6, for every catalogue task that ``preds`` holds
+    (a model left out tasks whose labels its source does not keep).
 
     Args:
         preds: ``{task: predictions in natural units}``.
         labels: ``{task: labels in natural units, NaN for null}``.
-        plays: play count per row (the trials of a binomial task's calibration).
+        plays: play count per row (the trials of a rate task's calibration).
         losses: ``{task: the model's loss on these rows}``; ``{prefix}_loss`` is their sum,
             the same total the model trains on.
         prefix: metric name prefix (``val`` for held-out days).
+        popularity: the scale that cuts an ordinal task's scores into classes; without it an
+            ordinal task gets its Spearman and loss only.
 
     Returns:
         per log1p task ``{prefix}_{stem}_{MAE,log1p_R2,SpearmanCorr,count,loss}`` (e.g.
-        ``val_e_item_timespent_0to3_MAE``), per binomial task
-        ``{prefix}_{stem}_{calibration,SpearmanCorr,loss}``, and ``{prefix}_loss``.
+        ``val_e_item_timespent_0to3_MAE``), per binomial or rate task
+        ``{prefix}_{stem}_{calibration,SpearmanCorr,loss}``, per ordinal task
+        ``{prefix}_{stem}_{accuracy,within_one_accuracy,macro_F1,QWK,SpearmanCorr,loss}``, and
+        ``{prefix}_loss``.
     """
     out: dict[str, float] = {}
-    for task in tasks.catalogue():
+    present = [t for t in tasks.catalogue() if t.name in preds]
+    for task in present:
         name = f"{prefix}_{task.stem}"
         pred, true = preds[task.name], labels[task.name]
-        if task.is_count:
+        if task.kind == "log1p":
             out[f"{name}_MAE"] = mae(pred, true)
             out[f"{name}_log1p_R2"] = log1p_r2(pred, true)
-            out[f"{name}_SpearmanCorr"] = spearman(pred, true)
             out[f"{name}_count"] = float(count(true))
+        elif task.kind == "ordinal":
+            if popularity is not None:
+                classes = classification_metrics(
+                    popularity.predicted_classes(pred), popularity.classes(true), CLASSES
+                )
+                out |= {f"{name}_{k}": v for k, v in classes.items()}
         else:
             out[f"{name}_calibration"] = skip_calibration(pred, true, plays)
-            out[f"{name}_SpearmanCorr"] = spearman(pred, true)
+        out[f"{name}_SpearmanCorr"] = spearman(pred, true)
         out[f"{name}_loss"] = float(losses[task.name])
-    out[f"{prefix}_loss"] = float(sum(losses[t] for t in tasks.names()))
+    out[f"{prefix}_loss"] = float(sum(losses[t.name] for t in present))
     return out
 
 
-def mean_spearman(metrics: Mapping[str, float], prefix: str = "val") -> float:
-    """Mean of the tasks' SpearmanCorr values of ``task_metrics`` (NaN if any is NaN)."""
-    return float(np.mean([metrics[f"{prefix}_{t.stem}_SpearmanCorr"] for t in tasks.catalogue()]))
+def mean_spearman(
+    metrics: Mapping[str, float], task_names: Sequence[str] | None = None, prefix: str = "val"
+) -> float:
+    """Mean of the SpearmanCorr values of ``task_metrics`` over ``task_names`` (default: every
+    catalogue task the metrics hold); NaN if any is NaN."""
+    names = task_names if task_names is not None else tasks.names()
+    keys = [f"{prefix}_{t.stem}_SpearmanCorr" for t in tasks.catalogue() if t.name in names]
+    if task_names is None:
+        keys = [k for k in keys if k in metrics]
+    values = [metrics[k] for k in keys]
+    return float(np.mean(values)) if values else float("nan")

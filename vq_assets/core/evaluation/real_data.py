@@ -23,13 +23,14 @@ import pyarrow.compute as pc
 import torch
 
 from vq_assets.core.evaluation.baselines import gbdt_baseline
-from vq_assets.core.evaluation.metrics import mae, spearman, task_metrics
+from vq_assets.core.evaluation.metrics import mae, spearman, spearman_gap, task_metrics
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.sql import connect
 from vq_assets.core.lake.store import PART_FILE, SUCCESS_MARKER, Lake, LakeError
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
 from vq_assets.core.model.inference import evaluate
+from vq_assets.core.model.popularity import COMPONENTS, PopularityScale
 from vq_assets.core.model.settings import ModelShape, TrainSettings
 from vq_assets.core.model.train import train_model
 from vq_assets.core.sources.kuairand import (
@@ -58,7 +59,7 @@ def creator_prior(rows: pa.Table) -> pa.Table:
     uploaded later that day: only strictly earlier days count, whatever the timestamps say.
     Needs columns video_id, creator_id, created_at and one per task, named after it.
     """
-    names = tasks.names()
+    names = prior_columns()
     means = ", ".join(f"avg(h.{t}) AS prior_mean_{t}" for t in names)
     with connect() as con:
         con.register("rows_in", rows.select(["video_id", "creator_id", "created_at", *names]))
@@ -71,6 +72,16 @@ def creator_prior(rows: pa.Table) -> pa.Table:
             GROUP BY v.video_id
             """
         ).to_arrow_table()
+
+
+def _label_tasks() -> list[tasks.Task]:
+    """Tasks with a label column of their own (an ordinal task's label is derived)."""
+    return [t for t in tasks.catalogue() if t.kind != "ordinal"]
+
+
+def prior_columns() -> list[str]:
+    """Columns with a creator prior mean: every label task, and the popularity counters."""
+    return list(dict.fromkeys([*(t.name for t in _label_tasks()), *COMPONENTS]))
 
 
 def lake_imported(lake: Lake) -> bool:
@@ -105,7 +116,8 @@ def load_rows(lake: Lake) -> pa.Table:
             f"""
             SELECT v.video_id, v.creator_id, v.created_at, v.duration_s,
                    x.video_type, x.upload_type, x.tag, x.music_type, x.width, x.height,
-                   s.plays, {", ".join(f"s.{t.label} AS {t.name}" for t in tasks.catalogue())}
+                   s.likes, s.comments, s.shares,
+                   {", ".join(f"s.{t.label} AS {t.name}" for t in _label_tasks())}
             FROM videos v JOIN extras x USING (video_id) JOIN stats s USING (video_id)
             """
         ).to_arrow_table()
@@ -212,19 +224,23 @@ def build_features(
     }
     data = QualityDataset(
         features=features,
-        targets={t: _floats(rows, t) for t in tasks.names()},
+        targets={t.name: _floats(rows, t.name) for t in _label_tasks()},
         plays=_floats(rows, "plays"),
+        counters={c: _floats(rows, c) for c in COMPONENTS},
     )
     return data, cards
 
 
 def _metrics(
-    preds: dict[str, np.ndarray], test: QualityDataset, losses: dict[str, float]
+    preds: dict[str, np.ndarray],
+    test: QualityDataset,
+    losses: dict[str, float],
+    popularity: PopularityScale | None,
 ) -> dict[str, float]:
-    out = task_metrics(preds, test.targets, test.plays, losses, prefix=PREFIX)
+    out = task_metrics(preds, test.targets, test.plays, losses, PREFIX, popularity)
     # task_metrics has no MAE for a rate; the issue asks for MAE on every task.
     for task in tasks.catalogue():
-        if not task.is_count:
+        if task.name in preds and task.behaviour.per_play:
             out[f"{PREFIX}_{task.stem}_MAE"] = mae(preds[task.name], test.targets[task.name])
     return out
 
@@ -252,10 +268,18 @@ class RealEvalReport:
     best_epoch: int
     epochs_run: int
     seconds: float
+    tasks_left_out: dict[str, str]  # no labels in this source (e.g. virality: no day 0)
+    # task -> baseline -> (vq model - baseline test Spearman, 95% paired-bootstrap low, high)
+    gaps: dict[str, dict[str, tuple[float, float, float]]]
 
     def value(self, method: str, task: str, metric: str, *, with_prior: bool = False) -> float:
+        """A test metric; NaN when the method has none (MAE of classes, a task left out)."""
         table = self.metrics_with_prior if with_prior else self.metrics
-        return table[method][f"{PREFIX}_{tasks.task(task).stem}_{metric}"]
+        return table[method].get(f"{PREFIX}_{tasks.task(task).stem}_{metric}", float("nan"))
+
+    def tasks(self) -> list[str]:
+        """The catalogue tasks evaluated (those with labels in this source)."""
+        return [t for t in tasks.names() if t not in self.tasks_left_out]
 
 
 def evaluate_real(
@@ -276,7 +300,6 @@ def evaluate_real(
     share the machine and this data is small.
     """
     start = time.perf_counter()
-    names = tasks.names()
     all_rows = load_rows(lake)
     has_duration = pc.fill_null(pc.greater(all_rows.column("duration_s"), 0), False)
     rows = all_rows.filter(has_duration)
@@ -285,19 +308,26 @@ def evaluate_real(
     train, test_mask = split == "train", split == "test"
     data, cards = build_features(rows, train, top_tags)
     groups = tuple(data.features)
-    test = data.subset(test_mask)
 
     settings = TrainSettings(max_epochs=max_epochs, patience=patience, seed=seed)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         result = train_model(data, split, groups, ModelShape(), settings)
+        # Popularity classes are cut where the model's training authors put them.
+        scale = result.model.config.popularity
+        data = data.with_popularity(scale)
+        test = data.subset(test_mask)
         ev = evaluate(result.model, result.normalizer, test)
     finally:
         torch.set_num_threads(old_threads)
 
+    names = result.model.config.tasks
     train_mean = {t: float(np.nanmean(data.targets[t][train])) for t in names}
-    prior = {t: _floats(rows, f"prior_mean_{t}")[test_mask] for t in names}
+    prior = {t: _floats(rows, f"prior_mean_{t}")[test_mask] for t in names if t in prior_columns()}
+    if scale is not None and (ordinal := tasks.ordinal()) is not None:
+        counters = {c: _floats(rows, f"prior_mean_{c}")[test_mask] for c in COMPONENTS}
+        prior[ordinal.name] = scale.score(counters)
     n_test = int(test_mask.sum())
     predictions = {
         "vq_model": ev.predictions,
@@ -306,6 +336,7 @@ def evaluate_real(
             for t, p in gbdt_baseline(
                 data, split, seed=seed, rounds=gbdt_rounds, groups=groups
             ).items()
+            if t in names
         },
         "creator_prior_mean": {
             t: np.where(np.isnan(prior[t]), train_mean[t], prior[t]) for t in names
@@ -337,10 +368,10 @@ def evaluate_real(
         },
         test_with_prior=int(with_prior.sum()),
         feature_groups={**result.model.config.dense_dims, **cards},
-        metrics={m: _metrics(predictions[m], test, losses[m]) for m in METHODS},
+        metrics={m: _metrics(predictions[m], test, losses[m], scale) for m in METHODS},
         metrics_with_prior={
             m: _metrics(
-                {t: p[with_prior] for t, p in predictions[m].items()}, test_prior, no_losses
+                {t: p[with_prior] for t, p in predictions[m].items()}, test_prior, no_losses, scale
             )
             for m in METHODS
         },
@@ -351,4 +382,15 @@ def evaluate_real(
         best_epoch=result.best_epoch,
         epochs_run=int(max(h["epoch"] for h in result.history)),
         seconds=time.perf_counter() - start,
+        tasks_left_out=result.left_out,
+        gaps={
+            t: {
+                m: spearman_gap(
+                    predictions["vq_model"][t], predictions[m][t], test.targets[t], seed=seed
+                )
+                for m in ("lightgbm", "creator_prior_mean")
+                if t in predictions[m]
+            }
+            for t in names
+        },
     )

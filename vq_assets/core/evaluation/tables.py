@@ -35,17 +35,20 @@ def spearman_by_task(preds: dict[str, np.ndarray], data: QualityDataset) -> dict
     return {
         f"{t.stem}_SpearmanCorr": spearman(preds[t.name], data.targets[t.name])
         for t in tasks.catalogue()
-        if t.name in preds
+        if t.name in preds and t.name in data.targets
     }
 
 
 def spearman_gaps(
     model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], test: QualityDataset, seed: int
 ) -> dict[str, float]:
-    """Model minus baseline test Spearman per task, with its 95% paired-bootstrap interval."""
+    """Model minus baseline test Spearman per task both have, with its 95% paired-bootstrap
+    interval."""
     out = {}
     for task in tasks.catalogue():
         t = task.name
+        if t not in model or t not in baseline:
+            continue
         gap, low, high = spearman_gap(model[t], baseline[t], test.targets[t], seed=seed)
         stem = f"val_{task.stem}_SpearmanGap"
         out |= {stem: gap, f"{stem}_ci95_low": low, f"{stem}_ci95_high": high}
@@ -96,7 +99,7 @@ def demo_lists(table: pa.Table, pred_skip_rate: np.ndarray, n: int = 10) -> pa.T
     order = np.argsort(pred_skip_rate, kind="stable")
     picks = [("most_skippable", i) for i in order[::-1][:n]]
     picks += [("least_skippable", i) for i in order[:n]]
-    labels = dict.fromkeys(["plays", *(t.label for t in tasks.catalogue())])
+    labels = dict.fromkeys(["plays", *(t.label for t in tasks.catalogue() if t.kind != "ordinal")])
     cols = ["video_id", "caption", "language", "duration_s", *labels]
     rows = []
     for rank, (which, i) in enumerate(picks):
@@ -143,7 +146,8 @@ def evaluate_all(
     truth: Truth | None,
 ) -> Report:
     """The §6 evaluation of `full` (the registered model) on the test days of `table`."""
-    data, split = to_dataset(table), split_of(table)
+    scale = full.config.popularity
+    data, split = to_dataset(table).with_popularity(scale), split_of(table)
     test_mask = split == "test"
     test = data.subset(test_mask)
     rows: list[dict] = []
@@ -160,12 +164,15 @@ def evaluate_all(
 
     nan_losses = dict.fromkeys(tasks.names(), float("nan"))
     baselines = {
-        "creator_prior_mean": creator_mean_baseline(table, split == "train"),
+        "creator_prior_mean": creator_mean_baseline(
+            table, split == "train", full.config.tasks, scale
+        ),
         "lightgbm": gbdt_baseline(data, split, seed=settings.seed),
     }
     for name, all_preds in baselines.items():
-        p = {t: v[test_mask] for t, v in all_preds.items()}
-        rows += metric_rows("baseline", name, task_metrics(p, test.targets, test.plays, nan_losses))
+        p = {t: v[test_mask] for t, v in all_preds.items() if t in full.config.tasks}
+        baseline = task_metrics(p, test.targets, test.plays, nan_losses, popularity=scale)
+        rows += metric_rows("baseline", name, baseline)
         rows += metric_rows("model_vs_baseline", name, spearman_gaps(preds, p, test, settings.seed))
 
     test_table = table.filter(pa.array(test_mask))
@@ -174,21 +181,26 @@ def evaluate_all(
         ids = test_table.column("video_id").to_pylist()
         best = best_achievable(truth.expected, ids, truth.video_ids, test)
         rows += metric_rows("best_achievable", "simulator_truth", best)
-    demo = demo_lists(test_table, preds["skip_rate"])
-    return Report(rows, demo, figures(preds, test))
+    # The lists rank by predicted skip rate; a model without that head (no skip counter) has none.
+    demo = demo_lists(test_table, preds["skip_rate"]) if "skip_rate" in preds else pa.table({})
+    return Report(rows, demo, figures(preds, test, scale))
 
 
 def headline_metrics(rows: list[dict]) -> dict[str, float]:
     """The numbers a user follows week over week, flat (Dagster charts float metadata across
     partitions): per task the model's test Spearman, its gap to LightGBM with the 95% interval,
-    MAE (counts) or calibration (rates), and its share of the best achievable (simulated lakes)."""
+    MAE (counts), calibration (rates) or accuracy and QWK (classes), and its share of the best
+    achievable (simulated lakes). Tasks the model left out are absent."""
     value = {
         (r["section"], r["variant"], r["metric"]): r["value"] for r in rows if r["slice"] == "all"
     }
     out: dict[str, float] = {}
     for task in tasks.catalogue():
         stem, name = task.stem, task.name
-        spearman_ = value.get(("model", FULL_MODEL, f"val_{stem}_SpearmanCorr"), float("nan"))
+        key = ("model", FULL_MODEL, f"val_{stem}_SpearmanCorr")
+        if key not in value:
+            continue
+        spearman_ = value[key]
         out[f"{name}.test_spearman"] = spearman_
         gap = f"val_{stem}_SpearmanGap"
         for end, key in (
@@ -199,10 +211,15 @@ def headline_metrics(rows: list[dict]) -> dict[str, float]:
             out[f"{name}.{key}"] = value.get(
                 ("model_vs_baseline", "lightgbm", gap + end), float("nan")
             )
-        quality = "MAE" if task.is_count else "calibration"
-        out[f"{name}.{quality.lower()}"] = value.get(
-            ("model", FULL_MODEL, f"val_{stem}_{quality}"), float("nan")
-        )
+        qualities = [task.behaviour.quality_metric] + (["QWK"] if task.kind == "ordinal" else [])
+        for quality in qualities:
+            out[f"{name}.{quality.lower()}"] = value.get(
+                ("model", FULL_MODEL, f"val_{stem}_{quality}"), float("nan")
+            )
+            if task.kind == "ordinal":  # the classifier a user would otherwise pick
+                out[f"{name}.{quality.lower()}_creator_prior_class"] = value.get(
+                    ("baseline", "creator_prior_mean", f"val_{stem}_{quality}"), float("nan")
+                )
         best = value.get(("best_achievable", "simulator_truth", f"{stem}_SpearmanCorr"))
         if best:
             out[f"{name}.share_of_best"] = spearman_ / best

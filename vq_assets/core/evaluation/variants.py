@@ -38,14 +38,18 @@ def train_variant(
 def test_metrics(
     result: FitResult | LoadedModel, test: QualityDataset
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The §6 metric table on the test rows, and the predictions behind it."""
+    """The §6 metric table on the test rows, and the predictions behind it. An ordinal task's
+    labels are cut by the model's own popularity scale (the one of its training days)."""
+    scale = result.model.config.popularity
+    test = test.with_popularity(scale)
     ev = evaluate(result.model, result.normalizer, test)
-    return task_metrics(ev.predictions, test.targets, test.plays, ev.losses), ev.predictions
+    metrics = task_metrics(ev.predictions, test.targets, test.plays, ev.losses, popularity=scale)
+    return metrics, ev.predictions
 
 
-def mean_test_spearman(model: LoadedModel, test: QualityDataset) -> float:
-    """The promotion gate's score: mean Spearman over the catalogue's tasks on `test`."""
-    return mean_spearman(test_metrics(model, test)[0])
+def mean_test_spearman(model: LoadedModel, test: QualityDataset, task_names: list[str]) -> float:
+    """The promotion gate's score: mean Spearman over ``task_names`` on `test`."""
+    return mean_spearman(test_metrics(model, test)[0], task_names)
 
 
 @dataclass

@@ -8,6 +8,12 @@ it serves:
 2. `video_labels_7d`[D]: the sums of those partials over event days D..D+7 for the videos created
    on D; every ratio is taken after summing, so the result equals aggregating the raw events.
 
+Besides the §4 labels, `day0_plays` counts the plays in [c, c + 24 h) and `virality` is
+ViraNova's target with vq's windows: day0_plays / followers + plays / followers (7-day plays),
+where `followers` is the video's `creator_followers` at creation; null when followers is null
+or 0. `followers` is kept in the label table beside it, but is not a label (not in
+`LABEL_COLUMNS`): it is known at creation, and the creator features carry it already.
+
 Watch time is summed as an integer count of 2^-50 s: a float sum depends on the order DuckDB's
 threads add it in (it changed in the last digit between identical runs); an integer sum is the
 same in any order. Scaling by a power of two is exact, so only bits below 2^-51 s of an event
@@ -25,6 +31,7 @@ import pyarrow as pa
 from vq_assets.core.lake.sql import sql_date
 
 WINDOW_DAYS = 7
+DAY0_HOURS = 24  # `day0_plays`: plays in [created_at, created_at + 24 h)
 SKIP_SECONDS = 3.0
 # Watch time is summed in integer ticks of 2^-50 s (module docstring), as a DuckDB DOUBLE literal.
 TICKS = f"{2**50}::DOUBLE"
@@ -36,6 +43,7 @@ PARTIAL_COUNTS = (
     "likes",
     "comments",
     "shares",
+    "day0_plays",
     "early_events",
 )
 
@@ -49,6 +57,8 @@ LABEL_COLUMNS = (
     "comments",
     "shares",
     "engagement_rate",
+    "day0_plays",
+    "virality",
 )
 
 # Label name -> the seed system's metric name (DESIGN §4).
@@ -77,8 +87,9 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
     least one event in its window or before it, ordered by `video_id`.
 
     Shaped for speed (each choice measured with EXPLAIN ANALYZE, see bench/labels.py):
-    - the window end `created_at + INTERVAL 7 DAY` is computed once per video, not once per
-      event (per-event interval arithmetic was the costliest projection of the plan);
+    - the window end `created_at + INTERVAL 7 DAY` and the day-0 end `created_at + INTERVAL 24
+      HOUR` are computed once per video, not once per event (per-event interval arithmetic was
+      the costliest projection of the plan); per event, day 0 is one timestamp comparison;
     - events are grouped on an integer video key (the row number of `videos`) instead of the
       (video_id string, created_at) pair; the id is put back on the few aggregated rows;
     - no FILTER aggregates over the events: the join drops events past each video's window,
@@ -90,7 +101,8 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
         f"""
         WITH v AS MATERIALIZED (  -- evaluated once: k must mean the same row in both uses
             SELECT row_number() OVER () AS k, video_id, created_at, duration_s,
-                   created_at + INTERVAL {WINDOW_DAYS} DAY AS window_end
+                   created_at + INTERVAL {WINDOW_DAYS} DAY AS window_end,
+                   created_at + INTERVAL {DAY0_HOURS} HOUR AS day0_end
             FROM videos
         ),
         g AS (
@@ -100,7 +112,8 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
                    sum(CAST(round(e.watch_time_s * {TICKS}) AS HUGEINT)) AS ticks,
                    count_if(e.liked) AS likes,
                    count_if(e.commented) AS comments,
-                   count_if(e.shared) AS shares
+                   count_if(e.shared) AS shares,
+                   count_if(e.event_ts < v.day0_end) AS day0
             FROM events e JOIN v USING (video_id)
             WHERE e.event_ts < v.window_end
             GROUP BY ALL
@@ -116,6 +129,7 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
                    CAST(coalesce(sum(likes) FILTER (NOT early), 0) AS BIGINT) AS likes,
                    CAST(coalesce(sum(comments) FILTER (NOT early), 0) AS BIGINT) AS comments,
                    CAST(coalesce(sum(shares) FILTER (NOT early), 0) AS BIGINT) AS shares,
+                   CAST(coalesce(sum(day0) FILTER (NOT early), 0) AS BIGINT) AS day0_plays,
                    CAST(coalesce(sum(n) FILTER (early), 0) AS BIGINT) AS early_events
             FROM g
             GROUP BY k
@@ -135,8 +149,20 @@ def unknown_video_events(con: duckdb.DuckDBPyConnection) -> int:
     ][0]
 
 
+def virality_sql(day0_plays: str, plays: str, followers: str) -> str:
+    """ViraNova's virality as a SQL expression over three column expressions; null when
+    followers is null or 0, so nothing is ever divided by zero."""
+    return (
+        f"CASE WHEN {followers} > 0 THEN "
+        f"CAST({day0_plays} AS DOUBLE) / {followers} + CAST({plays} AS DOUBLE) / {followers} END"
+    )
+
+
 def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
     """Labels of the videos in view `videos` (day D) from view `partials` (event days D..D+7)."""
+    virality = virality_sql(
+        "coalesce(p.day0_plays, 0)", "coalesce(p.plays, 0)", "v.creator_followers"
+    )
     return con.sql(
         f"""
         WITH p AS (
@@ -145,6 +171,7 @@ def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
                    sum(CAST(round(watch_time_sum * {TICKS}) AS HUGEINT)) AS ticks,
                    sum(likes) AS likes,
                    sum(comments) AS comments, sum(shares) AS shares,
+                   sum(day0_plays) AS day0_plays,
                    sum(early_events) AS early_events
             FROM partials WHERE created_day = DATE '{sql_date(day)}'
             GROUP BY video_id
@@ -161,6 +188,9 @@ def labels_from_partials(con: duckdb.DuckDBPyConnection, day: str) -> pa.Table:
             CAST(coalesce(p.comments, 0) AS BIGINT) AS comments,
             CAST(coalesce(p.shares, 0) AS BIGINT) AS shares,
             CASE WHEN p.plays > 0 THEN (p.likes + p.comments) / p.plays END AS engagement_rate,
+            CAST(coalesce(p.day0_plays, 0) AS BIGINT) AS day0_plays,
+            v.creator_followers AS followers,
+            {virality} AS virality,
             CAST(coalesce(p.early_events, 0) AS BIGINT) AS early_events
         FROM videos v LEFT JOIN p USING (video_id)
         ORDER BY v.video_id
@@ -228,6 +258,9 @@ LABELS_SCHEMA = pa.schema(
         ("skip_rate", pa.float64()),
         *((c, pa.int64()) for c in ("likes", "comments", "shares")),
         ("engagement_rate", pa.float64()),
+        ("day0_plays", pa.int64()),
+        ("followers", pa.int64()),  # creator_followers at creation; null = unknown
+        ("virality", pa.float64()),
         ("early_events", pa.int64()),
     ]
 )
@@ -241,10 +274,24 @@ def label_range_violations(
     rules = {
         "skips > plays": "skips > plays",
         "full_watches > plays": "full_watches > plays",
+        "day0_plays > plays": "day0_plays > plays",
         "skip_rate outside [0, 1]": "skip_rate < 0 OR skip_rate > 1",
-        "negative count": "least(plays, skips, full_watches, likes, comments, shares) < 0",
+        # least() skips nulls: a counter the source does not keep breaks no rule.
+        "negative count": (
+            "least(plays, skips, full_watches, likes, comments, shares, day0_plays) < 0"
+        ),
+        "plays is null": "plays IS NULL",
         "ratio without plays": (
-            "plays = 0 AND (skip_rate IS NOT NULL OR avg_watch_time_s IS NOT NULL)"
+            "plays = 0 AND (skip_rate IS NOT NULL OR avg_watch_time_s IS NOT NULL "
+            "OR engagement_rate IS NOT NULL)"
+        ),
+        "ratio without its counter": (
+            "(skip_rate IS NOT NULL AND skips IS NULL) OR (engagement_rate IS NOT NULL "
+            "AND (likes IS NULL OR comments IS NULL))"
+        ),
+        "virality negative or not finite": "virality < 0 OR NOT isfinite(virality)",
+        "virality without followers": (
+            "virality IS NOT NULL AND (followers IS NULL OR followers <= 0)"
         ),
     }
     counts = con.sql(

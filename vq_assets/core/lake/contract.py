@@ -1,10 +1,11 @@
 """The input contract of the landing zone (DESIGN §3): schemas, rules and validation in DuckDB.
 
 A landing day is validated in one pass: file-level problems (no `_SUCCESS` marker, an entry that
-is neither read nor ignored, a file that cannot be read, a missing, repeated or mistyped column,
-naive timestamps without a configured zone) fail the day with an error that names the file (see
-files.py); row-level problems, an unreadable value included, send the row to quarantine with
-every rule it breaks in `reason`, plus the source file and row number so nothing is lost.
+is neither read nor ignored, a file that cannot be read, a missing required column, a repeated or
+mistyped column, naive timestamps without a configured zone) fail the day with an error that
+names the file (see files.py), while a contract's optional columns may be absent and are read as
+nulls; row-level problems, an unreadable value included, send the row to quarantine with every
+rule it breaks in `reason`, plus the source file and row number so nothing is lost.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class TableContract:
     unique_key: str | None = None
     # Rows equal in every column are dropped (all but the first) and counted.
     drop_exact_duplicates: bool = False
+    # Columns a landing file may leave out (the source does not keep them): read as nulls.
+    optional: frozenset[str] = frozenset()
 
 
 VIDEOS = TableContract("videos", VIDEOS_SCHEMA, VIDEO_RULES, unique_key="video_id")
@@ -146,7 +149,9 @@ def check_files(
             f"{lake.uri(directory)}/{SUCCESS_MARKER} is missing"
         )
     paths, ignored = list_landing(lake, directory)
-    return [check_file(lake, p, contract.schema, naive_zone) for p in paths], ignored
+    return [
+        check_file(lake, p, contract.schema, naive_zone, contract.optional) for p in paths
+    ], ignored
 
 
 def register_ingested_ids(

@@ -35,6 +35,8 @@ class LandingFile:
     path: str  # inside the lake's filesystem
     uri: str  # as users see it; the `source_file` of its rows
     naive_columns: tuple[str, ...] = ()  # timestamp columns written without a time zone
+    # Optional contract columns the file does not have: read as all null (see `check_file`).
+    missing_columns: tuple[str, ...] = ()
 
 
 def naive_zone_info(zone: str | None) -> str | None:
@@ -101,9 +103,20 @@ def compatible(expected: pa.DataType, found: pa.DataType) -> bool:
     return found == expected
 
 
-def check_file(lake: Lake, path: str, schema: pa.Schema, naive_zone: str | None) -> LandingFile:
+def check_file(
+    lake: Lake,
+    path: str,
+    schema: pa.Schema,
+    naive_zone: str | None,
+    optional: frozenset[str] = frozenset(),
+) -> LandingFile:
     """One file's footer against `schema`: readable, every column once and of a compatible type,
-    timestamps with a time zone unless `naive_zone` says where naive ones were written."""
+    timestamps with a time zone unless `naive_zone` says where naive ones were written.
+
+    A column named in `optional` may be absent (the source does not keep it) or written with
+    Arrow's null type (all values unknown): its rows read it as typed nulls. Every other column
+    of `schema` is required.
+    """
     uri = lake.uri(path)
     try:
         with lake.fs.open_input_file(path) as handle:
@@ -111,13 +124,19 @@ def check_file(lake: Lake, path: str, schema: pa.Schema, naive_zone: str | None)
     except (pa.ArrowInvalid, OSError) as e:
         raise ContractError(f"cannot read {uri}: {e}") from e
     naive: list[str] = []
+    missing: list[str] = []
     for fld in schema:
         where = found.get_all_field_indices(fld.name)
+        if not where and fld.name in optional:
+            missing.append(fld.name)
+            continue
         if not where:
             raise ContractError(f"{uri}: required column '{fld.name}' is missing")
         if len(where) > 1:
             raise ContractError(f"{uri}: column '{fld.name}' appears {len(where)} times")
         typ = found.field(where[0]).type
+        if pa.types.is_null(typ) and fld.name in optional:
+            continue
         if not compatible(fld.type, typ):
             raise ContractError(
                 f"{uri}: column '{fld.name}' has type {typ}, the contract says {fld.type}"
@@ -130,7 +149,7 @@ def check_file(lake: Lake, path: str, schema: pa.Schema, naive_zone: str | None)
                     "they were written in"
                 )
             naive.append(fld.name)
-    return LandingFile(path, uri, tuple(naive))
+    return LandingFile(path, uri, tuple(naive), tuple(missing))
 
 
 class LandingReader:
@@ -158,7 +177,8 @@ class LandingReader:
         for f in self.files:
             offset = 0
             pf = pq.ParquetFile(self.lake.fs.open_input_file(f.path))
-            batches = pf.iter_batches(columns=self.schema.names)
+            present = [c for c in self.schema.names if c not in f.missing_columns]
+            batches = pf.iter_batches(columns=present)
             while True:
                 try:
                     batch = next(batches)
@@ -166,13 +186,15 @@ class LandingReader:
                     break
                 except (pa.ArrowException, OSError) as e:
                     self.error = ContractError(
-                        f"cannot read {f.uri}, column '{_broken_column(pf, self.schema.names)}': "
-                        f"{e}"
+                        f"cannot read {f.uri}, column '{_broken_column(pf, present)}': {e}"
                     )
                     raise self.error from e
                 n = batch.num_rows
                 columns, reasons = [], []
                 for fld in self.schema:
+                    if fld.name in f.missing_columns:
+                        columns.append(pa.nulls(n, fld.type))
+                        continue
                     col, col_reasons = self._typed(f, fld, batch.column(fld.name))
                     columns.append(col)
                     reasons.extend(col_reasons)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vq_assets.core.model import tasks
 from vq_assets.core.model.network import NetworkConfig
 from vq_assets.core.model.normalizer import FeatureNormalizer
+from vq_assets.core.model.popularity import PopularityScale
 
 # (features, targets, plays) as tensors for one (per-rank) batch.
 Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]
@@ -26,17 +28,21 @@ class QualityDataset:
         targets: task name -> ``[n]`` float array in natural units, NaN for null. Empty when the
             dataset is only scored.
         plays: ``[n]`` play counts (weights of the skip-rate likelihood); None when only scored.
+        counters: the 7-day counters an ``ordinal`` task's label is derived from
+            (``popularity.COMPONENTS``), NaN for null; empty when only scored.
     """
 
     features: dict[str, np.ndarray]
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     plays: np.ndarray | None = None
+    counters: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.features:
             raise ValueError("QualityDataset needs at least one feature group")
         lengths = {f"feature {k}": len(v) for k, v in self.features.items()}
         lengths |= {f"target {k}": len(v) for k, v in self.targets.items()}
+        lengths |= {f"counter {k}": len(v) for k, v in self.counters.items()}
         if self.plays is not None:
             lengths["plays"] = len(self.plays)
         if len(set(lengths.values())) != 1:
@@ -50,11 +56,23 @@ class QualityDataset:
             features={k: v[rows] for k, v in self.features.items()},
             targets={k: v[rows] for k, v in self.targets.items()},
             plays=None if self.plays is None else self.plays[rows],
+            counters={k: v[rows] for k, v in self.counters.items()},
         )
+
+    def with_popularity(self, scale: PopularityScale | None) -> QualityDataset:
+        """The rows with every ordinal task's target derived from ``counters`` by ``scale``
+        (NaN without a scale or counters)."""
+        task = tasks.ordinal()
+        if task is None:
+            return self
+        n = len(self)
+        score = scale.score(self.counters) if scale and self.counters else np.full(n, np.nan)
+        return replace(self, targets={**self.targets, task.name: score})
 
     def save_npz(self, path: str | Path) -> None:
         arrays = {f"feature/{k}": v for k, v in self.features.items()}
         arrays |= {f"target/{k}": v for k, v in self.targets.items()}
+        arrays |= {f"counter/{k}": v for k, v in self.counters.items()}
         if self.plays is not None:
             arrays["plays"] = self.plays
         np.savez(path, **arrays)
@@ -67,6 +85,7 @@ class QualityDataset:
             features={k[8:]: v for k, v in arrays.items() if k.startswith("feature/")},
             targets={k[7:]: v for k, v in arrays.items() if k.startswith("target/")},
             plays=arrays.get("plays"),
+            counters={k[8:]: v for k, v in arrays.items() if k.startswith("counter/")},
         )
 
 

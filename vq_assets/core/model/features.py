@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterator
 
 import duckdb
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from vq_assets.core.labels.windows import LABEL_COLUMNS
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
+from vq_assets.core.model.popularity import COMPONENTS
 
 # Index 0 = unknown (null), last = any other ISO-639-1 code: the cardinality never changes.
 LANGUAGES = ("en", "es", "pt", "id", "ja", "ko", "ar", "hi", "fr", "de", "ru", "tr", "vi", "th")
@@ -61,6 +63,20 @@ def joined_rows(con: duckdb.DuckDBPyConnection, *, with_labels: bool) -> pa.Tabl
     Videos without an embedding row or a creator-feature row are dropped by the inner join; the
     caller reports how many.
     """
+    return con.sql(_joined_query(with_labels)).to_arrow_table()
+
+
+def joined_batches(
+    con: duckdb.DuckDBPyConnection, *, with_labels: bool, batch_rows: int
+) -> Iterator[pa.Table]:
+    """``joined_rows`` in order, ``batch_rows`` at most at a time: a day of a million videos
+    with their embeddings is gigabytes as one table, while DuckDB sorts within its memory
+    limit and spills."""
+    for batch in con.sql(_joined_query(with_labels)).to_arrow_reader(batch_rows):
+        yield pa.Table.from_batches([batch])
+
+
+def _joined_query(with_labels: bool) -> str:
     labels = (
         ", " + ", ".join(f"l.{c}" for c in LABEL_COLUMNS) + " FROM labels l JOIN videos v USING "
         "(video_id)"
@@ -77,8 +93,7 @@ def joined_rows(con: duckdb.DuckDBPyConnection, *, with_labels: bool) -> pa.Tabl
             "followers",
         )
     )
-    return con.sql(
-        f"""
+    return f"""
         SELECT v.video_id, v.creator_id, v.created_at,
                CAST(v.created_at AS DATE) AS day,
                v.duration_s, v.language, v.caption,
@@ -89,7 +104,6 @@ def joined_rows(con: duckdb.DuckDBPyConnection, *, with_labels: bool) -> pa.Tabl
         JOIN creator c USING (video_id)
         ORDER BY v.created_at, v.video_id
         """
-    ).to_arrow_table()
 
 
 def split_days(days: list[str], val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict:
@@ -185,8 +199,14 @@ def to_dataset(table: pa.Table) -> QualityDataset:
     features = {k: v for k, v in features.items() if v.ndim == 1 or v.shape[1] > 0}
     if "plays" not in table.column_names:
         return QualityDataset(features=features)
-    targets = {t.name: _col(table, t.label) for t in tasks.catalogue()}
-    return QualityDataset(features=features, targets=targets, plays=_col(table, "plays"))
+    # An ordinal task's target is derived per model from the counters (QualityDataset
+    # .with_popularity); it is unknown until a scale is chosen.
+    targets = {
+        t.name: _col(table, t.label) if t.kind != "ordinal" else np.full(table.num_rows, np.nan)
+        for t in tasks.catalogue()
+    }
+    counters = {c: _col(table, c) for c in COMPONENTS}
+    return QualityDataset(features, targets, _col(table, "plays"), counters)
 
 
 def groups_for(ablation: str, dataset: QualityDataset) -> tuple[str, ...]:

@@ -38,27 +38,13 @@ class Evaluation(NamedTuple):
     losses: dict[str, float]  # per task, as trained
 
 
-def _logit_shift(logits: np.ndarray, rate: np.ndarray, plays: np.ndarray) -> float:
-    """The constant d with sum(plays * sigmoid(logits + d)) = sum(plays * rate), by bisection
-    (the left side increases with d)."""
-    target = float((plays * rate).sum())
-    low, high = -10.0, 10.0
-    for _ in range(60):
-        mid = (low + high) / 2
-        if float((plays / (1 + np.exp(-(logits + mid)))).sum()) < target:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
-
-
 @torch.no_grad()
 def recalibrate_heads(
     model: QualityModel | QualityEnsemble, normalizer: FeatureNormalizer, val: QualityDataset
 ) -> dict[str, float]:
     """Shift every head's bias so that its mean prediction on the validation rows matches the
-    labels: log1p heads by the mean residual, the skip-rate head so that predicted skips equal
-    the realised skips (play-weighted). Returns the shifts, in training space.
+    labels (each task's ``Kind.shift``: log1p heads by the mean residual, rate heads so that
+    predicted events equal realised ones). Returns the shifts, in training space.
 
     Dropout, group dropout above all, trains the network on thinned inputs; the whole network
     at inference sits at a slightly different level (a 7% skip under-prediction on the demo
@@ -72,14 +58,9 @@ def recalibrate_heads(
     for task in model.config.tasks:
         y = np.asarray(val.targets[task], dtype=np.float64)
         pred = predictions[task]
+        plays = np.asarray(val.plays, dtype=np.float64)
         ok = np.isfinite(y) & np.isfinite(pred)
-        if tasks_.task(task).is_count:
-            shift = float(np.mean(np.log1p(y[ok]) - np.log1p(pred[ok]))) if ok.any() else 0.0
-        else:
-            plays = np.asarray(val.plays, dtype=np.float64)
-            ok &= plays > 0
-            p = np.clip(pred[ok], 1e-7, 1 - 1e-7)
-            shift = _logit_shift(np.log(p / (1 - p)), y[ok], plays[ok]) if ok.any() else 0.0
+        shift = tasks_.task(task).behaviour.shift(pred[ok], y[ok], plays[ok]) if ok.any() else 0.0
         for member in members:
             member.heads.heads[task].bias += shift
         shifts[task] = shift

@@ -4,10 +4,9 @@ several seeds; seeded, resumable from checkpoints, data-parallel under torchrun.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,7 +50,8 @@ logger = logging.getLogger(__name__)
 class FitResult:
     """The trained model (best validation epoch, eval mode) and how it got there.
 
-    ``history`` holds one record per epoch, the same dicts that ``on_epoch`` receives.
+    ``history`` holds one record per epoch, the same dicts that ``on_epoch`` receives;
+    ``left_out`` the catalogue tasks the model has no head for, with the reason.
     """
 
     model: QualityModel | QualityEnsemble
@@ -61,6 +61,7 @@ class FitResult:
     best_val_loss: float
     best_val_task_losses: dict[str, float]
     stopped_early: bool
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -173,17 +174,13 @@ def _eval_losses(
 
 
 def _head_bias(dataset: QualityDataset, tasks: Sequence[str]) -> dict[str, float]:
-    """Base rates on the training rows: mean log1p(target), or the logit of the pooled rate."""
+    """Base rates on the training rows (each task's ``Kind.base``)."""
     bias = {}
+    plays = np.asarray(dataset.plays, dtype=np.float64)
     for task in tasks:
         y = np.asarray(dataset.targets[task], dtype=np.float64)
         ok = np.isfinite(y)  # fit() has checked that every task has labels
-        if tasks_.task(task).is_count:
-            bias[task] = float(np.log1p(y[ok]).mean())
-        else:
-            plays = np.asarray(dataset.plays, dtype=np.float64)[ok]
-            rate = float(np.clip((y[ok] * plays).sum() / max(plays.sum(), 1.0), 1e-4, 1 - 1e-4))
-            bias[task] = math.log(rate / (1 - rate))
+        bias[task] = tasks_.task(task).behaviour.base(y[ok], plays[ok])
     return bias
 
 

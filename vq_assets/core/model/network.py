@@ -11,8 +11,9 @@ The model is assembled from small named parts, in the style of torchrec's ``cros
 Every feature group is optional: the model is built from whatever groups ``NetworkConfig`` names,
 which is how the feature ablation (embeddings only / creator only / ...) is trained.
 
-Heads output *training-space* values: log1p of the count/time targets and the skip-rate logit.
-``to_natural_units`` turns them into the units a consumer wants.
+Heads output *training-space* values (log1p of counts and times, logits of shares, log rates,
+popularity scores; see ``kinds.py``); ``to_natural_units`` turns them into the units a consumer
+wants.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vq_assets.core.model import tasks as tasks_
+from vq_assets.core.model.popularity import PopularityScale
 from vq_assets.core.model.settings import ModelShape
 
 
@@ -40,12 +42,15 @@ class NetworkConfig:
             indices in ``[0, cardinality)``.
         shape: widths and depths (``ModelShape``; its defaults are production's).
         tasks: which heads to build, by catalogue name (default: the whole catalogue).
+        popularity: the scale that turns the popularity head's score into classes (fitted on
+            the training days), when the model has that head.
     """
 
     dense_dims: dict[str, int] = field(default_factory=dict)
     cat_cardinalities: dict[str, int] = field(default_factory=dict)
     shape: ModelShape = field(default_factory=ModelShape)
     tasks: tuple[str, ...] = field(default_factory=tasks_.names)
+    popularity: PopularityScale | None = None
 
     def __post_init__(self) -> None:
         if not self.dense_dims and not self.cat_cardinalities:
@@ -78,6 +83,7 @@ class NetworkConfig:
             "cat_cardinalities": dict(self.cat_cardinalities),
             "shape": {**asdict(self.shape), "mlp": list(self.shape.mlp)},
             "tasks": list(self.tasks),
+            "popularity": None if self.popularity is None else self.popularity.to_dict(),
         }
 
     @classmethod
@@ -96,6 +102,9 @@ class NetworkConfig:
             cat_cardinalities=d["cat_cardinalities"],
             shape=ModelShape(**shape),
             tasks=tuple(d["tasks"]),
+            popularity=(
+                PopularityScale.from_dict(d["popularity"]) if d.get("popularity") else None
+            ),
         )
 
 
@@ -339,11 +348,8 @@ def build_model(config: NetworkConfig) -> QualityModel | QualityEnsemble:
 
 
 def to_natural_units(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Training-space head outputs -> natural units: expm1 for log1p tasks, sigmoid for rates."""
-    return {
-        name: torch.expm1(out) if tasks_.task(name).is_count else torch.sigmoid(out)
-        for name, out in outputs.items()
-    }
+    """Training-space head outputs -> natural units (each task's ``Kind.natural``)."""
+    return {name: tasks_.task(name).behaviour.natural(out) for name, out in outputs.items()}
 
 
 def loss_terms(
@@ -362,6 +368,8 @@ def loss_terms(
       per row.
     - binomial tasks: ``-(k log p + (plays - k) log(1 - p))`` = ``plays * BCE(p, rate)``;
       weight = total plays, i.e. the loss is the binomial NLL per play.
+    - rate tasks: the Poisson NLL per play, ``λ - r log λ`` weighted by plays.
+    - ordinal tasks: squared error of the popularity score; weight = non-null rows.
 
     Null (NaN) targets are masked out with zero weights instead of boolean indexing, so every
     head stays in the autograd graph even for a batch without labels (DDP needs that).
@@ -378,14 +386,8 @@ def loss_terms(
         target = targets[name]
         valid = ~torch.isnan(target)
         clean = torch.where(valid, target, torch.zeros_like(target))
-        out = out.float()
-        if task.is_count:
-            per_row = (out - torch.log1p(clean)) ** 2
-            weight = valid.float()
-            if task.mean_over_plays and watch_time_prior_plays > 0:
-                weight = weight * plays.float() / (plays.float() + watch_time_prior_plays)
-        else:
-            weight = torch.where(valid, plays.float(), torch.zeros_like(clean))
-            per_row = F.binary_cross_entropy_with_logits(out, clean, reduction="none")
+        per_row, weight = task.behaviour.loss(out.float(), clean, valid, plays.float())
+        if task.mean_over_plays and watch_time_prior_plays > 0:
+            weight = weight * plays.float() / (plays.float() + watch_time_prior_plays)
         terms[name] = ((per_row * weight).sum(), weight.sum())
     return terms

@@ -72,7 +72,8 @@ def retrain_week(
                 _mlflow_epoch_logger(say, shape.members),
             )
         mlflow.log_metrics(trained.test_metrics)
-        new_score = mean_spearman(trained.test_metrics)
+        left_out = trained.result.left_out
+        mlflow.set_tags({f"task_left_out.{t}": reason for t, reason in left_out.items()})
         with tempfile.TemporaryDirectory() as tmp:
             model = trained.result.model
             save_model(tmp, model, model.config, trained.result.normalizer)
@@ -80,11 +81,15 @@ def retrain_week(
                 client, run.info.run_id, Path(tmp), lake, {"week": week}
             )
         current = registry.production_as_of(lake, week)
-        current_score = (
-            None
-            if current is None
-            else mean_test_spearman(registry.load_record(lake, current), trained.test)
-        )
+        # Both models are scored on the tasks both have: a source that stopped keeping a
+        # counter must not make the gate compare means over different tasks.
+        common = list(model.config.tasks)
+        current_score = None
+        if current is not None:
+            loaded = registry.load_record(lake, current)
+            common = [t for t in common if t in loaded.config.tasks]
+            current_score = mean_test_spearman(loaded, trained.test, common)
+        new_score = mean_spearman(trained.test_metrics, common)
         promoted, reason = gate(new_score, current_score, gate_tolerance)
         if promoted and moves_alias(week, registry.model_weeks(lake)):
             registry.set_production(client, version)

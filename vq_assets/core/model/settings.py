@@ -75,6 +75,13 @@ class TrainSettings:
         # Spearman; whitening the MiniLM text embedding lowers them.
         metadata=_help("dense groups PCA-whitened before training (when the model uses them)"),
     )
+    popularity_weights: tuple[float, ...] = field(
+        default=(0.4, 0.3, 0.15, 0.15),
+        metadata=_help(
+            "weights of plays, likes, comments, shares in the composite popularity score "
+            "(z-scores of log1p on the training days)"
+        ),
+    )
     device: str = field(default="cpu", metadata=_help("cpu, cuda, cuda:N or auto"))
     precision: Precision = field(default="fp32", metadata=_help("fp32, bf16 or fp16 (CUDA)"))
     checkpoint_dir: str | None = field(

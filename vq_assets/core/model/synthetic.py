@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from vq_assets.core.model.dataset import QualityDataset
+from vq_assets.core.model.popularity import PopularityScale
+from vq_assets.core.model.settings import TrainSettings
 
 
 def make_synthetic(
@@ -55,13 +57,36 @@ def make_synthetic(
         skip_rate = np.where(has_plays, skips / plays, np.nan)
     for name in dense_dims:  # a few missing values, as for a creator without history
         features[name][rng.random(n) < 0.02, 0] = np.nan
-    return QualityDataset(
+    # Drawn after everything above, so the first labels stay what they were before these.
+    likes = rng.binomial(plays, 1 / (1 + np.exp(2.0 - 0.5 * popularity + 0.5 * skippiness)))
+    comments = rng.binomial(plays, 1 / (1 + np.exp(3.5 - 0.3 * popularity)))
+    shares = rng.binomial(plays, 1 / (1 + np.exp(4.0 - 0.4 * popularity)))
+    day0 = rng.binomial(plays, 0.4)
+    followers = rng.poisson(np.exp(4.0 + 0.5 * popularity)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        engagement = np.where(has_plays, (likes + comments) / plays, np.nan)
+        virality = np.where(followers > 0, (day0 + plays) / followers, np.nan)
+    counters = {
+        "plays": plays.astype(np.float64),
+        "likes": likes.astype(np.float64),
+        "comments": comments.astype(np.float64),
+        "shares": shares.astype(np.float64),
+    }
+    data = QualityDataset(
         features=features,
         targets={
             "skips": skips.astype(np.float64),
             "avg_watch_time_s": np.where(has_plays, avg_watch, np.nan),
             "full_watches": full.astype(np.float64),
             "skip_rate": skip_rate,
+            "plays": plays.astype(np.float64),
+            "engagement_rate": engagement,
+            "virality": virality,
         },
         plays=plays.astype(np.float64),
+        counters=counters,
+    )
+    # A stand-in has no training days: its popularity classes are cut over all its rows.
+    return data.with_popularity(
+        PopularityScale.fit(counters, np.ones(n, bool), TrainSettings().popularity_weights)
     )

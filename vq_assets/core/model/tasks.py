@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# log1p: a count or a time, regressed as log1p(label) with squared error.
-# binomial: a rate of events per play, trained with the play-weighted binomial likelihood.
-TaskKind = Literal["log1p", "binomial"]
-KINDS: tuple[str, ...] = ("log1p", "binomial")
+from vq_assets.core.model.kinds import KINDS, Kind
+
+# What each kind means for heads, losses, recalibration and metrics: see kinds.py.
+TaskKind = Literal["log1p", "binomial", "rate", "ordinal"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class Task:
 
     Args:
         name: head and config name.
-        label: column of ``video_labels_7d`` it learns from (natural units, null = unknown).
-        kind: see ``TaskKind``.
+        label: column of ``video_labels_7d`` it learns from (natural units, null = unknown); an
+            ``ordinal`` task's label is derived from several columns (``popularity.py``).
+        kind: see ``kinds.py``.
         stem: MLflow metric stem (the seed system's naming): ``val_{stem}_SpearmanCorr``.
         prediction: column of ``quality_scores`` holding the prediction in natural units.
         unit: what one unit of the prediction is, for people.
@@ -35,6 +36,8 @@ class Task:
         mean_over_plays: the label is a mean over the video's plays, so its loss weight is
             ``plays / (plays + k)`` (inverse variance; k = ``ModelShape.watch_time_prior_plays``).
         reference_spearman: what the production system vq is modelled on reported, when known.
+        score_0_100: ``quality_scores`` also carries ``{name}_score_0_100``, ViraNova's 0-100
+            scaling: the percentile of the prediction among the videos created the same day.
     """
 
     name: str
@@ -46,14 +49,25 @@ class Task:
     flywheel_weight: float = 0.0
     mean_over_plays: bool = False
     reference_spearman: float | None = None
+    score_0_100: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, not {self.kind!r}")
+            raise ValueError(
+                f"task {self.name!r}: kind must be one of {list(KINDS)}, not {self.kind!r}"
+            )
+
+    @property
+    def behaviour(self) -> Kind:
+        return KINDS[self.kind]
 
     @property
     def is_count(self) -> bool:
         return self.kind == "log1p"
+
+    @property
+    def score_column(self) -> str:
+        return f"{self.name}_score_0_100"
 
 
 CATALOGUE: tuple[Task, ...] = (
@@ -98,6 +112,44 @@ CATALOGUE: tuple[Task, ...] = (
         flywheel_weight=-1.0,
         reference_spearman=0.282,
     ),
+    # Popularity and engagement (ViraNova, Bilibili). Their flywheel weight is 0 by default:
+    # the flywheel's goal is fewer skips of cold-start videos; a platform that wants reach or
+    # engagement in the score sets the weight in the run config.
+    Task(
+        "plays",
+        label="plays",
+        kind="log1p",
+        stem="e_plays",
+        prediction="pred_plays",
+        unit="views in 7 days",
+        score_0_100=True,
+    ),
+    Task(
+        "engagement_rate",
+        label="engagement_rate",
+        kind="rate",
+        stem="e_engagement_rate",
+        prediction="pred_engagement_rate",
+        unit="(likes + comments) per view",
+        score_0_100=True,
+    ),
+    Task(
+        "virality",
+        label="virality",
+        kind="log1p",
+        stem="e_virality",
+        prediction="pred_virality",
+        unit="(day-0 views + 7-day views) per follower at creation",
+        score_0_100=True,
+    ),
+    Task(
+        "popularity",
+        label="popularity",
+        kind="ordinal",
+        stem="c_popularity",
+        prediction="pred_popularity_score",
+        unit="composite popularity score (z units of the training days)",
+    ),
 )
 
 
@@ -115,6 +167,15 @@ def task(name: str) -> Task:
         if t.name == name:
             return t
     raise KeyError(f"unknown task {name!r}; the catalogue has {list(names())}")
+
+
+def ordinal() -> Task | None:
+    """The catalogue's ordinal (popularity class) task, if it has one; it has at most one,
+    since one ``PopularityScale`` serves a model."""
+    found = [t for t in catalogue() if t.kind == "ordinal"]
+    if len(found) > 1:
+        raise ValueError(f"the catalogue has {len(found)} ordinal tasks; one scale serves one")
+    return found[0] if found else None
 
 
 def flywheel_weights(overrides: dict[str, float] | None = None) -> dict[str, float]:

@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
+from vq_assets.core.model import tasks as tasks_
 from vq_assets.core.model.dataset import QualityDataset, infer_groups
 from vq_assets.core.model.distributed import Dist, dist_context, resolve_device
 from vq_assets.core.model.features import CATEGORICAL
 from vq_assets.core.model.inference import evaluate, recalibrate_heads, save_model
 from vq_assets.core.model.loop import FitResult, fit
 from vq_assets.core.model.network import NetworkConfig, QualityEnsemble
+from vq_assets.core.model.popularity import PopularityScale
 from vq_assets.core.model.settings import (
     ModelShape,
     TrainSettings,
@@ -44,14 +46,43 @@ OnEpoch = Callable[[dict[str, float]], None]
 
 
 def network_config(
-    dataset: QualityDataset, groups: Sequence[str], shape: ModelShape
+    dataset: QualityDataset,
+    groups: Sequence[str],
+    shape: ModelShape,
+    tasks: Sequence[str] | None = None,
+    popularity: PopularityScale | None = None,
 ) -> NetworkConfig:
     """The network for ``groups`` of ``dataset``: 2-D float groups are dense, 1-D integer ones
     categorical, with the feature encoding's fixed cardinality where it has one (so that the
-    same groups always give the same network), else ``max + 1``."""
+    same groups always give the same network), else ``max + 1``. ``tasks``: default all."""
     dense, cats = infer_groups(QualityDataset({g: dataset.features[g] for g in groups}))
     cats = {g: max(c, CATEGORICAL.get(g, 0)) for g, c in cats.items()}
-    return NetworkConfig(dense_dims=dense, cat_cardinalities=cats, shape=shape)
+    return NetworkConfig(
+        dense_dims=dense,
+        cat_cardinalities=cats,
+        shape=shape,
+        tasks=tuple(tasks or tasks_.names()),
+        popularity=popularity,
+    )
+
+
+def tasks_with_labels(data: QualityDataset, split: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    """The catalogue tasks with labels on both the train and the validation rows, and the
+    others with the reason they are left out (a label the source does not keep is null)."""
+    kept, left_out = [], {}
+    for task in tasks_.catalogue():
+        y = data.targets.get(task.name)
+        empty = [
+            s for s in ("train", "validation") if y is None or not np.isfinite(y[split == s]).any()
+        ]
+        if empty:
+            what = "its counters" if task.kind == "ordinal" else f"label {task.label!r}"
+            left_out[task.name] = f"{what} is null on every {' and '.join(empty)} row"
+        else:
+            kept.append(task.name)
+    if not kept:
+        raise ValueError(f"no task has labels on the training days: {left_out}")
+    return kept, left_out
 
 
 def fit_ensemble(
@@ -106,17 +137,38 @@ def train_model(
     on_epoch: OnEpoch | None = None,
 ) -> FitResult:
     """The recipe: ``fit_ensemble`` on the rows whose ``split`` is ``train``, early-stopped and
-    recalibrated on the ``validation`` rows; other rows (test days) are never read."""
-    subset = QualityDataset({g: data.features[g] for g in groups}, data.targets, data.plays)
+    recalibrated on the ``validation`` rows; other rows (test days) are never read.
+
+    The popularity scale is fitted on the train rows, its residual spread measured on the
+    validation rows; tasks without labels are left out (``FitResult.left_out``)."""
+    scale = (
+        PopularityScale.fit(data.counters, split == "train", settings.popularity_weights)
+        if data.counters
+        else None
+    )
+    subset = QualityDataset(
+        {g: data.features[g] for g in groups}, data.targets, data.plays, data.counters
+    ).with_popularity(scale)
+    kept, left_out = tasks_with_labels(subset, split)
+    ordinal = tasks_.ordinal()
+    has_scale = ordinal is not None and ordinal.name in kept
+    for name, reason in left_out.items():
+        logger.warning("task %s left out of this model: %s", name, reason)
     val = subset.subset(split == "validation")
     result = fit_ensemble(
-        network_config(subset, groups, shape),
+        network_config(subset, groups, shape, kept, scale if has_scale else None),
         settings,
         subset.subset(split == "train"),
         val,
         on_epoch=on_epoch,
     )
     recalibrate_heads(result.model, result.normalizer, val)
+    config = result.model.config
+    if config.popularity is not None and ordinal is not None:
+        predicted = evaluate(result.model, result.normalizer, val).predictions[ordinal.name]
+        scale = config.popularity.with_residual(predicted, val.targets[ordinal.name])
+        result.model.config = replace(config, popularity=scale)
+    result.left_out = left_out
     return result
 
 

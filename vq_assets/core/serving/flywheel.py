@@ -50,12 +50,15 @@ def quality_score(
     """Composite quality score per video of one day (higher = better).
 
     ``preds`` holds every catalogue task's prediction column (``pred_skips``, ...) in natural
-    units; ``weights`` maps task names to their weight (default: each task's
-    ``flywheel_weight``; see ``tasks.flywheel_weights``). Count/time predictions are clipped at 0
-    and log1p'd, then every task is z-scored within the day; the score is ``sum(weight * z)``.
-    A constant column contributes 0, and so does a non-finite prediction (the video counts as
-    average on that task), so the score is always finite. The score is relative to the day:
-    don't compare it across days (use the percentile or the raw predictions for that).
+    units; a column that is entirely null is a task the model does not have (its source keeps
+    no such label). ``weights`` maps task names to their weight (default: each task's
+    ``flywheel_weight``; see ``tasks.flywheel_weights``); the weights of the tasks the model
+    has are rescaled to the same total absolute weight, so the score keeps its scale when a
+    task is missing. Each prediction is put on its kind's scale (log1p for counts and times),
+    z-scored within the day; the score is ``sum(weight * z)``. A constant column contributes 0,
+    and so does a non-finite prediction (the video counts as average on that task), so the
+    score is always finite. The score is relative to the day: don't compare it across days
+    (use the percentile or the raw predictions for that).
     """
     weights = tasks.flywheel_weights(dict(weights or {}))
     missing = [t.prediction for t in tasks.catalogue() if t.prediction not in preds]
@@ -65,11 +68,14 @@ def quality_score(
     shapes = {c.shape for c in cols.values()}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1:
         raise ValueError(f"quality_score: columns must be 1-d of one length, got {shapes}")
-    score = np.zeros(next(iter(shapes)), dtype=np.float64)
-    for task, x in cols.items():
-        if task.is_count:
-            x = np.log1p(np.clip(x, 0.0, None))  # a count/time below 0 is model noise, not info
-        score += weights[task.name] * _zscore(x)
+    n = next(iter(shapes))[0]
+    present = {t: x for t, x in cols.items() if n == 0 or np.isfinite(x).any()}
+    total = sum(abs(weights[t.name]) for t in cols)
+    kept = sum(abs(weights[t.name]) for t in present)
+    rescale = total / kept if kept > 0 else 0.0
+    score = np.zeros(n, dtype=np.float64)
+    for task, x in present.items():
+        score += rescale * weights[task.name] * _zscore(task.behaviour.ranked(x))
     return score
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +10,16 @@ import pyarrow as pa
 from vq_assets.core.model import tasks
 from vq_assets.core.model.features import to_dataset
 from vq_assets.core.model.inference import LoadedModel, predict
+from vq_assets.core.model.popularity import CLASSES, PopularityScale
 from vq_assets.core.serving.flywheel import percentile_within_day, quality_score
+
+KEYS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("creator_id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def score_videos(
@@ -19,24 +28,77 @@ def score_videos(
     model_version: int,
     weights: Mapping[str, float] | None = None,
 ) -> pa.Table:
-    """One row per video of `rows` (from `features.joined_rows(with_labels=False)`): every
-    catalogue task's prediction column, the quality score and its percentile within the day."""
-    data = to_dataset(rows)
-    preds = (
-        predict(model.model, model.normalizer, data)
-        if rows.num_rows
-        else {t: np.zeros(0) for t in tasks.names()}
-    )
-    named = {t.prediction: preds[t.name] for t in tasks.catalogue()}
+    """``score_batches`` of one table of rows."""
+    return score_batches([rows], model, model_version, weights)
+
+
+def score_batches(
+    batches: Iterable[pa.Table],
+    model: LoadedModel,
+    model_version: int,
+    weights: Mapping[str, float] | None = None,
+) -> pa.Table:
+    """One row per video of the `batches` (from `features.joined_rows`/`joined_batches`,
+    unlabelled): every catalogue task's prediction column (null for a task the model left out),
+    the 0-100 scores (percentile within the day), the popularity class and its 5 probabilities,
+    the quality score and its percentile within the day.
+
+    Features are built and predicted batch by batch, so memory holds one batch's embeddings;
+    only the predictions of the whole day are kept, since the scores are relative to the day."""
+    have = model.config.tasks
+    ids: list[pa.Table] = []
+    chunks: dict[str, list[np.ndarray]] = {t: [] for t in have}
+    for rows in batches:
+        ids.append(rows.select(KEYS_SCHEMA.names).cast(KEYS_SCHEMA))
+        if rows.num_rows:
+            for t, p in predict(model.model, model.normalizer, to_dataset(rows)).items():
+                chunks[t].append(p)
+    keys = pa.concat_tables(ids) if ids else KEYS_SCHEMA.empty_table()
+    n = keys.num_rows
+
+    def column(task: tasks.Task) -> np.ndarray:
+        if task.name not in have:
+            return np.full(n, np.nan)
+        return np.concatenate(chunks[task.name]) if chunks[task.name] else np.zeros(0)
+
+    named = {t.prediction: column(t) for t in tasks.catalogue()}
     score = quality_score(named, weights)
+    columns = {c: pa.array(v, pa.float64(), mask=np.isnan(v)) for c, v in named.items()}
+    for task in tasks.catalogue():
+        if task.score_0_100:
+            values = named[task.prediction]
+            columns[task.score_column] = _nullable(100.0 * percentile_within_day(values))
+    columns |= _popularity_columns(model.config.popularity, named, n)
     return pa.table(
         {
-            "video_id": rows.column("video_id"),
-            "creator_id": rows.column("creator_id"),
-            "created_at": rows.column("created_at"),
-            **{c: pa.array(v, pa.float64()) for c, v in named.items()},
+            **{c: keys.column(c) for c in KEYS_SCHEMA.names},
+            **columns,
             "quality_score": pa.array(score, pa.float64()),
             "quality_percentile": pa.array(percentile_within_day(score), pa.float64()),
-            "model_version": pa.array(np.full(rows.num_rows, model_version), pa.int64()),
+            "model_version": pa.array(np.full(n, model_version), pa.int64()),
         }
     )
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.float64(), mask=~np.isfinite(values))
+
+
+def _popularity_columns(
+    scale: PopularityScale | None, named: dict[str, np.ndarray], n: int
+) -> dict[str, pa.Array]:
+    """``pred_popularity_class`` and ``pred_popularity_p0..p4``: null without the head."""
+    task = tasks.ordinal()
+    if task is None:
+        return {}
+    prefix = task.prediction.removesuffix("_score")
+    probs = np.full((n, CLASSES), np.nan)
+    predicted = np.full(n, np.nan)
+    if scale is not None and n:
+        probs = scale.probabilities(named[task.prediction])
+        predicted = scale.predicted_classes(named[task.prediction])
+    out = {f"{prefix}_class": pa.array(predicted, pa.float64(), mask=np.isnan(predicted))}
+    out[f"{prefix}_class"] = out[f"{prefix}_class"].cast(pa.int64())
+    for k in range(CLASSES):
+        out[f"{prefix}_p{k}"] = _nullable(probs[:, k])
+    return out

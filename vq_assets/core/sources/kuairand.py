@@ -332,6 +332,10 @@ def _build(con: duckdb.DuckDBPyConnection, stats_path: Path) -> None:
                t.likes, t.comments, t.shares,
                CASE WHEN t.plays > 0 THEN (t.likes + t.comments) / t.plays END
                    AS engagement_rate,
+               -- A month's totals have no day 0: day-0 plays and virality are unknown.
+               CAST(NULL AS BIGINT) AS day0_plays,
+               v.creator_followers AS followers,
+               CAST(NULL AS DOUBLE) AS virality,
                0 AS early_events,
                '{STATS_WINDOW}' AS "window",
                t.counts AS stat_records

@@ -83,13 +83,13 @@ def test_author_split_is_disjoint_and_seeded(lake):
 
 
 def _rows(videos: list[tuple[str, str, dt.datetime, float]]) -> pa.Table:
-    """(video_id, creator_id, created_at, value): every task label set to value."""
+    """(video_id, creator_id, created_at, value): every label with a prior set to value."""
     return pa.table(
         {
             "video_id": [v[0] for v in videos],
             "creator_id": [v[1] for v in videos],
             "created_at": pa.array([v[2] for v in videos], pa.timestamp("us", tz="UTC")),
-            **{t: [v[3] for v in videos] for t in tasks.names()},
+            **{t: [v[3] for v in videos] for t in real_eval.prior_columns()},
         }
     )
 
@@ -118,7 +118,7 @@ def test_prior_mean_uses_only_earlier_days():
     }
     for video, (n, mean) in want.items():
         assert prior[video]["prior_videos"] == n
-        for t in tasks.names():
+        for t in real_eval.prior_columns():
             got = prior[video][f"prior_mean_{t}"]
             if mean is None:
                 assert got is None
@@ -138,9 +138,10 @@ def test_prior_on_the_slice_matches_plain_python(lake):
             and h["created_at"].date() < r["created_at"].date()
         ]
         assert r["prior_videos"] == len(earlier)
-        for t in tasks.names():
-            if earlier:
-                assert r[f"prior_mean_{t}"] == pytest.approx(np.mean([h[t] for h in earlier]))
+        for t in real_eval.prior_columns():
+            known = [h[t] for h in earlier if h[t] is not None]  # virality: no day 0 here
+            if known:
+                assert r[f"prior_mean_{t}"] == pytest.approx(np.mean(known))
             else:
                 assert r[f"prior_mean_{t}"] is None
 
@@ -150,14 +151,24 @@ def test_evaluate_real_gives_finite_metrics_per_task(lake):
     report = real_eval.evaluate_real(lake, seed=0, max_epochs=3, patience=2, gbdt_rounds=50)
     assert sum(report.split_videos.values()) == report.videos
     assert 0 < report.test_with_prior <= report.split_videos["test"]
-    for t in tasks.names():
+    # A month's totals have no day 0: virality is left out, with its reason; all else is there.
+    assert list(report.tasks_left_out) == ["virality"]
+    assert report.tasks() == [t for t in tasks.names() if t != "virality"]
+    for t in report.tasks():
         for method in ("vq_model", "lightgbm"):
             assert math.isfinite(report.value(method, t, "SpearmanCorr")), (method, t)
         for method in real_eval.METHODS:
-            assert math.isfinite(report.value(method, t, "MAE")), (method, t)
+            if tasks.task(t).kind != "ordinal":
+                assert math.isfinite(report.value(method, t, "MAE")), (method, t)
         assert math.isnan(report.value("global_mean", t, "SpearmanCorr"))  # constant
+        low, high = report.gaps[t]["lightgbm"][1:]
+        assert low <= report.gaps[t]["lightgbm"][0] <= high
+    for method in ("vq_model", "lightgbm", "creator_prior_mean"):
+        for metric in ("accuracy", "within_one_accuracy", "macro_F1", "QWK"):
+            assert math.isfinite(report.value(method, "popularity", metric)), (method, metric)
     text = real_report.results_section([report], "vq evaluate-real --kuairand DIR --write-results")
     assert text.startswith(real_report.SECTION + "\n") and "| vq_model |" in text
+    assert "| plays |" in text and "| within_one_accuracy |" in text.replace(" QWK", "")
     assert "over seeds" not in text  # one seed: no spread table
     again = dataclasses.replace(report, seed=1)  # stands in for a second seed's report
     assert "| vq_model − lightgbm |" in real_report.results_section([report, again], "vq ...")

@@ -197,6 +197,7 @@ def test_seeded_output_is_pinned() -> None:
         {"image_emb": 4, "creator": 3},
         {"language": 5},
         shape(width=4, cross_rank=2, mlp=(8,), group_dropout=0.25),
+        tasks=("skips", "avg_watch_time_s", "full_watches", "skip_rate"),
     )
     model = QualityModel(config).eval()
     g = torch.Generator().manual_seed(1)

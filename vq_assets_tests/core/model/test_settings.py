@@ -62,6 +62,7 @@ def test_entry_point_trains_exactly_what_the_asset_recipe_trains(tmp_path: Path)
         split=split,
         **{f"feature/{k}": v for k, v in data.features.items()},
         **{f"target/{k}": v for k, v in data.targets.items()},
+        **{f"counter/{k}": v for k, v in data.counters.items()},
         plays=data.plays,
     )
     small = ["--width", "8", "--mlp", "16", "--members", "2", "--max-epochs", "2"]

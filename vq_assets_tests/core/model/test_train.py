@@ -209,8 +209,11 @@ def test_model_learns_synthetic_targets() -> None:
     result = fit(config, TrainConfig(lr=3e-3, batch_size=128, max_epochs=6, patience=2), train, val)
     ev = evaluate(result.model, result.normalizer, val)
     metrics = task_metrics(ev.predictions, val.targets, val.plays, ev.losses)
-    assert mean_spearman(metrics) > 0.8, metrics
+    # Engagement and virality carry more label noise by construction (synthetic.py).
+    assert mean_spearman(metrics) > 0.75, metrics
+    assert min(v for k, v in metrics.items() if k.endswith("SpearmanCorr")) > 0.5, metrics
     assert metrics["val_p_item_skip_ctr_7d_calibration"] == pytest.approx(1.0, abs=0.1)
+    assert metrics["val_e_engagement_rate_calibration"] == pytest.approx(1.0, abs=0.1)
     assert metrics["val_loss"] == pytest.approx(result.best_val_loss, rel=1e-5)
 
 

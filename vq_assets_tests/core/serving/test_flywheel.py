@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from vq_assets.core.model import tasks
 from vq_assets.core.serving.flywheel import (
     exclusions,
     flywheel_lift,
@@ -255,12 +256,30 @@ def test_accepts_arrow_creator_ids() -> None:
 
 
 def _preds(skip_rate, watch, full, skips) -> dict[str, np.ndarray]:
-    return {
+    """The four viewer-behaviour predictions; every other catalogue column is null, as for a
+    model without those heads."""
+    given = {
         "pred_skip_rate": np.asarray(skip_rate, dtype=float),
         "pred_avg_watch_time_s": np.asarray(watch, dtype=float),
         "pred_full_watches": np.asarray(full, dtype=float),
         "pred_skips": np.asarray(skips, dtype=float),
     }
+    n = len(given["pred_skips"])
+    return {t.prediction: given.get(t.prediction, np.full(n, np.nan)) for t in tasks.catalogue()}
+
+
+def test_quality_score_renormalises_over_the_tasks_the_model_has() -> None:
+    preds = _preds([0.2, 0.4, 0.3], [5.0] * 3, [3] * 3, [7] * 3)
+    zero = dict.fromkeys(tasks.names(), 0.0)
+    # plays has no head (its column is null): its weight's mass moves to the tasks present.
+    with_missing = quality_score(preds, {**zero, "skip_rate": -1.0, "plays": 1.0})
+    np.testing.assert_allclose(with_missing, quality_score(preds, {**zero, "skip_rate": -2.0}))
+    # Once plays is predicted, it counts with its own weight and nothing is rescaled.
+    preds["pred_plays"] = np.array([10.0, 10.0, 10.0])
+    np.testing.assert_allclose(
+        quality_score(preds, {**zero, "skip_rate": -1.0, "plays": 1.0}),
+        quality_score(preds, {**zero, "skip_rate": -1.0}),
+    )
 
 
 def test_quality_score_ranks_good_above_bad() -> None:

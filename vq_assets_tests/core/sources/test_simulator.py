@@ -13,13 +13,17 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
+from vq_assets.core.labels.daily_stats import daily_stats_from_events, validate_daily_stats_day
+from vq_assets.core.lake.sql import connect
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.sources.simulator import (
+    DAILY_STATS_COUNTERS,
     LANGUAGES,
     VIDEOS_SCHEMA,
     WATCH_EVENTS_SCHEMA,
     SimulationSummary,
     encode_mp4,
+    expected_labels,
     render_frames,
     simulate,
     simulate_local,
@@ -279,3 +283,93 @@ def test_bad_arguments():
         simulate(lake, START, 1, 10, seed=-1)
     with pytest.raises(ValueError):
         simulate(lake, START, 1, 10, origin=START + dt.timedelta(days=1))
+
+
+# -- a platform that keeps only daily counters ------------------------------------------------
+
+
+def _stats_from_events(root: Path, days: list[str]) -> pa.Table:
+    """The rollups the labels' own SQL makes from a lake's landed events."""
+    with connect() as con:
+        con.register("videos", _read(root, "landing/videos", days))
+        con.register("events", _read(root, "landing/watch_events", days))
+        return daily_stats_from_events(con)
+
+
+def test_counters_land_daily_stats_instead_of_events_from_the_same_world(tmp_path):
+    days = _days(START, 4)
+    simulate_local(tmp_path / "events", START, 4, 25, seed=4, media=False)
+    summary = simulate_local(
+        tmp_path / "plays", START, 4, 25, seed=4, media=False, counters=("plays",)
+    )
+    simulate_local(
+        tmp_path / "all", START, 4, 25, seed=4, media=False, counters=DAILY_STATS_COUNTERS
+    )
+    plays_root = tmp_path / "plays"
+    assert sorted(p.name for p in (plays_root / "landing").iterdir()) == [
+        "video_daily_stats",
+        "videos",
+    ]
+    stats = _read(plays_root, "landing/video_daily_stats", days)
+    assert stats.column_names == ["video_id", "day", "plays"]  # the others left out entirely
+    for d in days:
+        assert (plays_root / "landing" / "video_daily_stats" / f"dt={d}" / "_SUCCESS").exists()
+    # The same world: the same videos, and the rollups of the events it would have landed.
+    assert _parquet_bytes(plays_root / "landing/videos") == _parquet_bytes(
+        tmp_path / "events/landing/videos"
+    )
+    want = _stats_from_events(tmp_path / "events", days)
+    assert stats.equals(want.select(["video_id", "day", "plays"]))
+    assert summary.daily_stats_rows == stats.num_rows
+    assert summary.events == pc.sum(stats["plays"]).as_py()
+    # Every counter kept: exactly what the labels' SQL counts from the events.
+    full = _read(tmp_path / "all", "landing/video_daily_stats", days)
+    assert full.drop_columns(["watch_time_s_sum"]).equals(want.drop_columns(["watch_time_s_sum"]))
+    assert np.allclose(full["watch_time_s_sum"].to_numpy(), want["watch_time_s_sum"].to_numpy())
+    # And it passes the contract as landed.
+    with connect() as con:
+        checked = validate_daily_stats_day(con, Lake.local(plays_root), days[0])
+    assert checked.rejects.num_rows == 0 and checked.valid.num_rows > 0
+
+
+@pytest.mark.parametrize("counters", [("likes",), ("plays", "views"), ()])
+def test_counters_need_plays_and_known_names(tmp_path, counters):
+    with pytest.raises(ValueError, match="plays"):
+        simulate_local(tmp_path, START, 1, 5, media=False, counters=counters)
+
+
+def test_expected_labels_cover_day0_and_virality(signal_world):
+    days = _days(START, 5)
+    truth = _read(signal_world, "truth/videos", days)
+    expected = expected_labels(truth)
+    assert {"plays", "engagement_rate", "day0_plays", "virality"} <= set(expected)
+    followers = truth["followers"].to_numpy(zero_copy_only=False).astype(float)
+    unknown = ~(followers > 0)
+    assert unknown.any() and np.isnan(expected["virality"][unknown]).all()
+    known = ~unknown
+    assert np.allclose(
+        expected["virality"][known],
+        (expected["day0_plays"][known] + expected["plays"][known]) / followers[known],
+    )
+    assert (expected["day0_plays"] < expected["plays"]).all()
+    # The expectation ranks the realised day-0 plays of the first three days' videos.
+    videos = _read(signal_world, "landing/videos", days)
+    events = _read(signal_world, "landing/watch_events", days)
+    ids, stamps = videos["video_id"].to_pylist(), videos["created_at"].cast(pa.int64()).to_pylist()
+    created = dict(zip(ids, stamps, strict=True))
+    ts_us = events["event_ts"].cast(pa.int64()).to_numpy()
+    vid = events["video_id"].to_pylist()
+    day0 = np.array([ts_us[i] < created[v] + DAY_US for i, v in enumerate(vid)])
+    index = {v: i for i, v in enumerate(truth["video_id"].to_pylist())}
+    rows = np.array([index[v] for v in vid])
+    realised = np.bincount(rows[day0], minlength=truth.num_rows)
+    first = np.array([created[v] < _day_us(days[3]) for v in truth["video_id"].to_pylist()])
+    rho = spearmanr(expected["day0_plays"][first], realised[first])[0]
+    assert rho > 0.5, rho
+
+
+def test_expected_labels_of_older_truth_leave_day0_and_virality_out(signal_world):
+    truth = _read(signal_world, "truth/videos", _days(START, 1))
+    old = truth.drop_columns(["expected_plays_day0_at_creation", "followers"])
+    expected = expected_labels(old)
+    assert "virality" not in expected and "plays" in expected

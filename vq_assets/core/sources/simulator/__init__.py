@@ -17,6 +17,9 @@ Event day E holds the plays, that day, of every video created in the previous `T
 each video has an expected lifetime play count (its exposure) spread over time by a decaying
 two-exponential kernel, so only one day of events is ever in memory.
 
+`simulate(..., counters=("plays", ...))` lands the same plays as `video_daily_stats` rollups with
+only those counters, and no `watch_events`: a platform that keeps only daily counters.
+
 `<root>/truth/` keeps each video's latent appeal and expected rates; the pipeline never reads it,
 evaluation uses it to know the best achievable score.
 
@@ -27,11 +30,12 @@ watch events), `render` (frames, mp4, covers) and `writer` (`simulate`, into a `
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
 
 from .render import encode_mp4, render_frames
-from .tables import TRUTH_SCHEMA, expected_labels
+from .tables import DAILY_STATS_COUNTERS, TRUTH_SCHEMA, expected_labels
 from .world import LANGUAGES, TOPICS
 from .writer import SimulationSummary, simulate, simulate_local
 
 __all__ = [
+    "DAILY_STATS_COUNTERS",
     "LANGUAGES",
     "TOPICS",
     "TRUTH_SCHEMA",

@@ -1,4 +1,5 @@
-"""A simulated day as rows: the landing `videos` and `watch_events` tables, and the hidden truth.
+"""A simulated day as rows: the landing `videos` and `watch_events` (or `video_daily_stats`)
+tables, and the hidden truth.
 
 `<root>/truth/` keeps each video's latent appeal and expected rates; the pipeline never reads it,
 evaluation uses it (through `expected_labels`) to know the best achievable score.
@@ -6,10 +7,14 @@ evaluation uses it (through `expected_labels`) to know the best achievable score
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vq_assets.core.labels.daily_stats import DAILY_STATS_SCHEMA
 from vq_assets.core.lake.contract import UTC_TS, VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA
 
 from .world import (
@@ -53,19 +58,36 @@ TRUTH_SCHEMA = pa.schema(
         ("expected_like_rate", pa.float64()),
         ("expected_comment_rate", pa.float64()),
         ("expected_share_rate", pa.float64()),
+        # Expected plays in [c, c + 24 h), without the distribution-luck draw.
+        ("expected_plays_day0_at_creation", pa.float64()),
+        ("followers", pa.int64()),  # as landed (creator_followers; null where unknown)
     ]
 )
+
+# The counters `video_daily_stats` can carry besides its key (`video_id`, `day`).
+DAILY_STATS_COUNTERS = tuple(DAILY_STATS_SCHEMA.names[2:])
 
 
 def expected_labels(truth: pa.Table) -> dict[str, np.ndarray]:
     """The label columns' expected values (DESIGN §4) from truth rows: what a predictor that
-    knew each video's hidden appeal would predict at creation (the exposure draw excluded)."""
+    knew each video's hidden appeal would predict at creation (the exposure draw excluded).
+
+    `day0_plays` and `virality` (NaN where followers are null or 0, as the label is null) come
+    only from truth written with their columns (older lakes' truth lacks them).
+    """
 
     def col(name: str) -> np.ndarray:
         return truth.column(name).to_numpy(zero_copy_only=False).astype(float)
 
     plays = col("expected_plays_7d_at_creation")
     like, comment = col("expected_like_rate"), col("expected_comment_rate")
+    day0: dict[str, np.ndarray] = {}
+    if {"expected_plays_day0_at_creation", "followers"} <= set(truth.column_names):
+        plays0 = col("expected_plays_day0_at_creation")
+        followers = col("followers")  # null -> NaN
+        with np.errstate(divide="ignore", invalid="ignore"):
+            virality = np.where(followers > 0, (plays0 + plays) / followers, np.nan)
+        day0 = {"day0_plays": plays0, "virality": virality}
     return {
         "plays": plays,
         "skips": plays * col("expected_skip_rate"),
@@ -76,6 +98,7 @@ def expected_labels(truth: pa.Table) -> dict[str, np.ndarray]:
         "comments": plays * comment,
         "shares": plays * col("expected_share_rate"),
         "engagement_rate": like + comment,
+        **day0,
     }
 
 
@@ -114,6 +137,7 @@ def truth_table(v: DayVideos, creators: Creators, creator_ids: pa.Array) -> pa.T
     engage = p_skip * SKIP_ENGAGE + (1 - p_skip) * (1 + (FULL_ENGAGE - 1) * p_full)
     lifetime = kernel_cdf(np.full(len(v), float(TAIL_DAYS)), v.fast_days, v.tail)
     plays_7d = v.exposure * kernel_cdf(np.full(len(v), 7.0), v.fast_days, v.tail)
+    plays_day0 = v.exposure_prior * kernel_cdf(np.full(len(v), 1.0), v.fast_days, v.tail)
     return pa.table(
         [
             v.video_id,
@@ -133,9 +157,51 @@ def truth_table(v: DayVideos, creators: Creators, creator_ids: pa.Array) -> pa.T
             pa.array(np.minimum(v.p_like * engage, 1.0)),
             pa.array(np.minimum(v.p_comment * engage, 1.0)),
             pa.array(np.minimum(v.p_share * engage, 1.0)),
+            pa.array(plays_day0),
+            pa.array(v.followers, pa.int64(), mask=v.followers_null),
         ],
         schema=TRUTH_SCHEMA,
     )
+
+
+def daily_stats_table(
+    window: list[DayVideos], events: pa.Table, date: dt.date, counters: Sequence[str]
+) -> pa.Table:
+    """The `video_daily_stats` rows of `date` from its `events` (plays of the `window`'s videos):
+    one row per video played that day, in `video_id` order, with only the columns `counters`
+    names besides `video_id` and `day`, as a platform that keeps no other counter would write.
+
+    Counted exactly as the labels count events: skips under 3 s, full watches at or past the
+    duration, both compared in integer milliseconds; watch time summed in milliseconds, so the
+    sum does not depend on the order of the events.
+    """
+    ids = pa.concat_arrays([v.video_id for v in window])
+    duration_ms = np.concatenate([v.duration_ms for v in window])
+    n = len(ids)
+    vi = pc.index_in(events.column("video_id"), value_set=ids).to_numpy(zero_copy_only=False)
+    watch_ms = np.round(events.column("watch_time_s").to_numpy() * 1000).astype(np.int64)
+    plays = np.bincount(vi, minlength=n)
+    rows = np.flatnonzero(plays)
+
+    def count(weights: np.ndarray) -> np.ndarray:
+        return np.round(np.bincount(vi, weights=weights, minlength=n)[rows]).astype(np.int64)
+
+    def flagged(name: str) -> np.ndarray:
+        return count(pc.fill_null(events.column(name), False).to_numpy(zero_copy_only=False))
+
+    columns = {
+        "video_id": ids.take(pa.array(rows)),
+        "day": pa.array([date] * len(rows), pa.date32()),
+        "plays": plays[rows],
+        "skips": count(watch_ms < SKIP_MS),
+        "full_watches": count(watch_ms >= duration_ms[vi]),
+        "watch_time_s_sum": count(watch_ms) / 1000.0,
+        "likes": flagged("liked"),
+        "comments": flagged("commented"),
+        "shares": flagged("shared"),
+    }
+    schema = pa.schema(f for f in DAILY_STATS_SCHEMA if f.name in ("video_id", "day", *counters))
+    return pa.table([columns[name] for name in schema.names], schema=schema)
 
 
 # --------------------------------------------------------------------------------------------

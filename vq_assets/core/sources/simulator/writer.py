@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from vq_assets.core.labels.daily_stats import TABLE as DAILY_STATS_TABLE
 from vq_assets.core.lake.store import PART_FILE, SUCCESS_MARKER, Lake
 
 from .render import cover_jpeg, encode_planes, render_planes
-from .tables import events_table, truth_table, videos_table
+from .tables import (
+    DAILY_STATS_COUNTERS,
+    daily_stats_table,
+    events_table,
+    truth_table,
+    videos_table,
+)
 from .world import (
     STREAM_MEDIA,
     TAIL_DAYS,
@@ -33,12 +40,16 @@ from .world import (
 
 @dataclass
 class SimulationSummary:
-    """What `simulate` wrote; `paths` are paths inside the lake's filesystem, in write order."""
+    """What `simulate` wrote; `paths` are paths inside the lake's filesystem, in write order.
+
+    `events` counts the simulated plays, whether landed as watch events or rolled up into
+    `daily_stats_rows` (with `counters`)."""
 
     days: int
     videos: int
     events: int
     paths: list[str] = field(default_factory=list)
+    daily_stats_rows: int = 0
 
 
 def simulate(
@@ -51,6 +62,7 @@ def simulate(
     mean_plays: float = 60.0,
     media: bool = True,
     origin: dt.date | None = None,
+    counters: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SimulationSummary:
     """Write `days` landing days from `start` into `lake`: videos, watch events, media and truth.
@@ -58,9 +70,21 @@ def simulate(
     `origin` is the day the simulated platform opens (default `start`); a later `start` with the
     same `origin` writes exactly the days a longer run from `origin` would, so a lake can be
     extended day by day. Each day's `_SUCCESS` markers are written after its data (and its media).
+
+    `counters` simulates a platform that keeps only daily rollups: instead of (not besides)
+    `watch_events`, each day lands as `video_daily_stats` with only the named counters (of
+    `DAILY_STATS_COUNTERS`; `plays` is required), e.g. `counters=("plays",)`. The world and its
+    plays are the same as without it; only what lands differs.
     """
     if seed < 0 or days < 0 or videos_per_day < 1 or mean_plays <= 0:
         raise ValueError("need seed >= 0, days >= 0, videos_per_day >= 1 and mean_plays > 0")
+    if counters is not None:
+        unknown = sorted(set(counters) - set(DAILY_STATS_COUNTERS))
+        if unknown or "plays" not in counters:
+            raise ValueError(
+                f"counters must include 'plays' and come from {list(DAILY_STATS_COUNTERS)}; "
+                f"got {list(counters)}"
+            )
     origin = start if origin is None else origin
     first = (start - origin).days
     if first < 0:
@@ -82,7 +106,7 @@ def simulate(
         date = origin + dt.timedelta(days=day)
         iso = date.isoformat()
         # Re-writing a day: withdraw its markers first so nobody reads a half-written day.
-        for table in ("videos", "watch_events"):
+        for table in ("videos", "watch_events", DAILY_STATS_TABLE):
             if lake.day_complete(table, iso):
                 lake.fs.delete_file(f"{lake.landing_dir(table, iso)}/{SUCCESS_MARKER}")
 
@@ -96,11 +120,17 @@ def simulate(
         events = events_table(
             [window[d] for d in sorted(window)], seed, day, day_start_us(date), n_users
         )
+        if counters is None:
+            plays = (lake.landing_dir("watch_events", iso), events)
+        else:
+            stats = daily_stats_table([window[d] for d in sorted(window)], events, date, counters)
+            plays = (lake.landing_dir(DAILY_STATS_TABLE, iso), stats)
+            summary.daily_stats_rows += stats.num_rows
         # (folder, rows, marker?): the truth gets no marker, the pipeline never reads it.
         outputs = [
             (lake.landing_dir("videos", iso), videos, True),
             (lake.path("truth", "videos", f"dt={iso}"), truth, False),
-            (lake.landing_dir("watch_events", iso), events, True),
+            (*plays, True),
         ]
         for directory, table, marker in outputs:
             lake.write_table(directory, table)
@@ -112,7 +142,8 @@ def simulate(
         summary.videos += len(v)
         summary.events += events.num_rows
         if progress is not None:
-            progress(f"simulated {date}: {len(v):,} videos, {events.num_rows:,} events")
+            rolled = "" if counters is None else f" as {plays[1].num_rows:,} daily-stats rows"
+            progress(f"simulated {date}: {len(v):,} videos, {events.num_rows:,} events{rolled}")
     return summary
 
 

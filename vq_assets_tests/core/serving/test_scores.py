@@ -1,0 +1,111 @@
+"""score_videos: every catalogue column, the 0-100 scores, the popularity class columns."""
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vq_assets.core.labels.windows import LABEL_COLUMNS
+from vq_assets.core.model import tasks
+from vq_assets.core.model.features import to_dataset
+from vq_assets.core.model.inference import LoadedModel
+from vq_assets.core.model.popularity import CLASSES
+from vq_assets.core.model.settings import ModelShape, TrainSettings
+from vq_assets.core.model.train import train_model
+from vq_assets.core.serving.scores import score_batches, score_videos
+
+
+def _rows(n: int, seed: int, with_labels: bool) -> pa.Table:
+    """Rows shaped like `features.joined_rows`, labels drawn from the creator's followers."""
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    followers = rng.poisson(200, n)
+    cols = {
+        "video_id": [f"v{seed}-{i}" for i in range(n)],
+        "creator_id": [f"c{i % 17}" for i in range(n)],
+        "created_at": pa.array(
+            [start + dt.timedelta(minutes=7 * i) for i in range(n)], pa.timestamp("us", tz="UTC")
+        ),
+        "duration_s": rng.uniform(5, 60, n),
+        "language": ["en"] * n,
+        "image_emb": pa.array(rng.normal(size=(n, 4)).tolist(), pa.list_(pa.float32(), 4)),
+        "text_emb": pa.array(rng.normal(size=(n, 4)).tolist(), pa.list_(pa.float32(), 4)),
+        "prior_videos": rng.integers(0, 5, n),
+        "days_active": rng.uniform(0, 30, n),
+        "prior_labeled": rng.integers(0, 5, n),
+        **{f"prior_mean_{c}": rng.uniform(0, 1, n) for c in LABEL_COLUMNS},
+        "followers": followers,
+    }
+    if with_labels:
+        plays = rng.poisson(followers / 10)
+        likes = rng.binomial(plays, 0.1)
+        cols |= {
+            "plays": plays,
+            "skips": rng.binomial(plays, 0.3),
+            "full_watches": rng.binomial(plays, 0.2),
+            "avg_watch_time_s": rng.uniform(1, 20, n),
+            "skip_rate": rng.uniform(0, 1, n),
+            "likes": likes,
+            "comments": rng.binomial(plays, 0.02),
+            "shares": rng.binomial(plays, 0.01),
+            "engagement_rate": np.full(n, np.nan),  # this platform keeps no like counter...
+            "day0_plays": rng.binomial(plays, 0.5),
+            "virality": plays / followers,
+        }
+    return pa.table(cols)
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    data = to_dataset(_rows(400, 0, with_labels=True))
+    split = np.array(["train"] * 300 + ["validation"] * 100)
+    result = train_model(
+        data,
+        split,
+        tuple(data.features),
+        ModelShape(width=8, mlp=(16,), members=1, cross_rank=4),
+        TrainSettings(max_epochs=2, patience=1),
+    )
+    return LoadedModel(result.model, result.model.config, result.normalizer)
+
+
+def test_scores_carry_every_catalogue_column_and_null_for_a_task_left_out(model) -> None:
+    scores = score_videos(_rows(50, 1, with_labels=False), model, model_version=3)
+    assert "engagement_rate" not in model.config.tasks  # ...so the model has no such head
+    for task in tasks.catalogue():
+        column = scores[task.prediction]
+        if task.name == "engagement_rate":
+            assert column.null_count == 50
+        else:
+            assert column.null_count == 0, task.name
+    for task in (t for t in tasks.catalogue() if t.score_0_100):
+        values = scores[task.score_column].to_numpy(zero_copy_only=False)
+        if task.name == "engagement_rate":
+            assert scores[task.score_column].null_count == 50
+            continue
+        assert values.min() == 0.0 and values.max() == 100.0  # percentile within the day
+        # the 0-100 score orders videos exactly as the prediction does
+        order = np.argsort(scores[task.prediction].to_numpy(), kind="stable")
+        assert (np.diff(values[order]) >= 0).all()
+    probs = np.stack([scores[f"pred_popularity_p{k}"].to_numpy() for k in range(CLASSES)], 1)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert scores["pred_popularity_class"].type == pa.int64()
+    assert scores["pred_popularity_class"].to_pylist() == probs.argmax(axis=1).tolist()
+    assert np.isfinite(scores["quality_score"].to_numpy()).all()
+    assert set(scores["model_version"].to_pylist()) == {3}
+
+
+def test_scoring_in_batches_equals_scoring_the_day_at_once(model) -> None:
+    rows = _rows(120, 2, with_labels=False)
+    whole = score_videos(rows, model, model_version=1)
+    batched = score_batches((rows.slice(i, 25) for i in range(0, 120, 25)), model, 1)
+    assert batched.schema == whole.schema
+    for name in whole.column_names:
+        a, b = whole[name].to_pylist(), batched[name].to_pylist()
+        if pa.types.is_floating(whole.schema.field(name).type):
+            np.testing.assert_allclose(np.array(a, float), np.array(b, float), rtol=1e-5, atol=1e-5)
+        else:
+            assert a == b, name
+    empty = score_batches(iter(()), model, 1)
+    assert empty.num_rows == 0 and empty.schema == whole.schema
