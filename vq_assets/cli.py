@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos-per-day", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="print every Dagster event")
-    p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False)
+    p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False, counters=None)
 
     p = sub.add_parser("import", help="convert a public data set into the landing zone")
     p.add_argument("source", choices=["kuairand"])
