@@ -131,7 +131,9 @@ def stacked_loss_terms(
     config: NetworkConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``loss_terms`` as two ``[T]`` vectors (sums, weights) in ``config.tasks`` order."""
-    terms = loss_terms(outputs, targets, plays, config.shape.watch_time_prior_plays)
+    terms = loss_terms(
+        outputs, targets, plays, config.shape.watch_time_prior_plays, config.loss_scale
+    )
     tasks = config.tasks
     return torch.stack([terms[t][0] for t in tasks]), torch.stack([terms[t][1] for t in tasks])
 

@@ -44,6 +44,9 @@ class NetworkConfig:
         tasks: which heads to build, by catalogue name (default: the whole catalogue).
         popularity: the scale that turns the popularity head's score into classes (fitted on
             the training days), when the model has that head.
+        loss_scale: task -> factor of its loss (default 1). A rare rate's Poisson gradient,
+            ``λ - r``, is of the rate's own size (0.02 for engagement): divided by the pooled
+            training rate, the head learns at the pace of the others.
     """
 
     dense_dims: dict[str, int] = field(default_factory=dict)
@@ -51,6 +54,7 @@ class NetworkConfig:
     shape: ModelShape = field(default_factory=ModelShape)
     tasks: tuple[str, ...] = field(default_factory=tasks_.names)
     popularity: PopularityScale | None = None
+    loss_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.dense_dims and not self.cat_cardinalities:
@@ -84,6 +88,7 @@ class NetworkConfig:
             "shape": {**asdict(self.shape), "mlp": list(self.shape.mlp)},
             "tasks": list(self.tasks),
             "popularity": None if self.popularity is None else self.popularity.to_dict(),
+            "loss_scale": dict(self.loss_scale),
         }
 
     @classmethod
@@ -105,6 +110,7 @@ class NetworkConfig:
             popularity=(
                 PopularityScale.from_dict(d["popularity"]) if d.get("popularity") else None
             ),
+            loss_scale=d.get("loss_scale", {}),
         )
 
 
@@ -357,6 +363,7 @@ def loss_terms(
     targets: Mapping[str, torch.Tensor],
     plays: torch.Tensor,
     watch_time_prior_plays: float = 0.0,
+    loss_scale: Mapping[str, float] | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-task ``(summed loss, weight)`` over a batch; the task loss is ``sum / weight``.
 
@@ -379,6 +386,7 @@ def loss_terms(
         targets: ``{task: [B]}`` natural-unit float targets, NaN for null.
         plays: ``[B]`` play counts.
         watch_time_prior_plays: see ``ModelShape``.
+        loss_scale: task -> factor of its per-row loss (``NetworkConfig.loss_scale``).
     """
     terms = {}
     for name, out in outputs.items():
@@ -387,6 +395,7 @@ def loss_terms(
         valid = ~torch.isnan(target)
         clean = torch.where(valid, target, torch.zeros_like(target))
         per_row, weight = task.behaviour.loss(out.float(), clean, valid, plays.float())
+        per_row = per_row * (loss_scale or {}).get(name, 1.0)
         if task.mean_over_plays and watch_time_prior_plays > 0:
             weight = weight * plays.float() / (plays.float() + watch_time_prior_plays)
         terms[name] = ((per_row * weight).sum(), weight.sum())

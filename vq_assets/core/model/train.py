@@ -51,6 +51,7 @@ def network_config(
     shape: ModelShape,
     tasks: Sequence[str] | None = None,
     popularity: PopularityScale | None = None,
+    loss_scale: dict[str, float] | None = None,
 ) -> NetworkConfig:
     """The network for ``groups`` of ``dataset``: 2-D float groups are dense, 1-D integer ones
     categorical, with the feature encoding's fixed cardinality where it has one (so that the
@@ -63,7 +64,23 @@ def network_config(
         shape=shape,
         tasks=tuple(tasks or tasks_.names()),
         popularity=popularity,
+        loss_scale=dict(loss_scale or {}),
     )
+
+
+def rate_loss_scale(
+    data: QualityDataset, rows: np.ndarray, names: Sequence[str]
+) -> dict[str, float]:
+    """1 / the pooled rate of each ``rate`` task on ``rows`` (see ``NetworkConfig.loss_scale``)."""
+    plays = np.asarray(data.plays, dtype=np.float64)[rows]
+    out = {}
+    for name in names:
+        if tasks_.task(name).kind == "rate":
+            y = np.asarray(data.targets[name], dtype=np.float64)[rows]
+            ok = np.isfinite(y)
+            rate = float((y[ok] * plays[ok]).sum() / max(float(plays[ok].sum()), 1.0))
+            out[name] = 1.0 / max(rate, 1e-6)
+    return out
 
 
 def tasks_with_labels(data: QualityDataset, split: np.ndarray) -> tuple[list[str], dict[str, str]]:
@@ -156,7 +173,14 @@ def train_model(
         logger.warning("task %s left out of this model: %s", name, reason)
     val = subset.subset(split == "validation")
     result = fit_ensemble(
-        network_config(subset, groups, shape, kept, scale if has_scale else None),
+        network_config(
+            subset,
+            groups,
+            shape,
+            kept,
+            scale if has_scale else None,
+            rate_loss_scale(subset, split == "train", kept),
+        ),
         settings,
         subset.subset(split == "train"),
         val,

@@ -69,7 +69,7 @@ def score_batches(
             values = named[task.prediction]
             columns[task.score_column] = _nullable(100.0 * percentile_within_day(values))
     columns |= _popularity_columns(model.config.popularity, named, n)
-    return pa.table(
+    table = pa.table(
         {
             **{c: keys.column(c) for c in KEYS_SCHEMA.names},
             **columns,
@@ -78,6 +78,7 @@ def score_batches(
             "model_version": pa.array(np.full(n, model_version), pa.int64()),
         }
     )
+    return table.sort_by([("created_at", "ascending"), ("video_id", "ascending")])
 
 
 def _nullable(values: np.ndarray) -> pa.Array:

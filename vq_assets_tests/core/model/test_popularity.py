@@ -124,3 +124,15 @@ def test_without_counters_popularity_is_left_out() -> None:
     assert result.model.config.tasks == ("skips",)
     assert result.model.config.popularity is None
     assert "its counters is null" in result.left_out["popularity"]
+
+
+def test_a_rare_rate_is_trained_relative_to_its_pooled_training_rate() -> None:
+    data = make_synthetic(400, seed=6)
+    split = np.array(["train"] * 300 + ["validation"] * 100)
+    shape = ModelShape(width=8, mlp=(16,), members=1, cross_rank=4)
+    result = train_model(data, split, ("creator",), shape, TrainSettings(max_epochs=1))
+    train = split == "train"
+    y, plays = data.targets["engagement_rate"][train], data.plays[train]
+    ok = np.isfinite(y)
+    pooled = (y[ok] * plays[ok]).sum() / plays[ok].sum()
+    assert result.model.config.loss_scale == {"engagement_rate": pytest.approx(1 / pooled)}

@@ -2,13 +2,14 @@
 
 import datetime as dt
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from vq_assets.core.labels.windows import LABEL_COLUMNS
 from vq_assets.core.model import tasks
-from vq_assets.core.model.features import to_dataset
+from vq_assets.core.model.features import joined_batches, joined_rows, to_dataset
 from vq_assets.core.model.inference import LoadedModel
 from vq_assets.core.model.popularity import CLASSES
 from vq_assets.core.model.settings import ModelShape, TrainSettings
@@ -109,3 +110,43 @@ def test_scoring_in_batches_equals_scoring_the_day_at_once(model) -> None:
             assert a == b, name
     empty = score_batches(iter(()), model, 1)
     assert empty.num_rows == 0 and empty.schema == whole.schema
+
+
+def _views(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """Views `videos`, `embeddings`, `creator` holding `rows` split as the lake holds them,
+    one creator row missing (the inner join drops that video)."""
+    con.register(
+        "videos",
+        rows.select(
+            ["video_id", "creator_id", "created_at", "duration_s", "language"]
+        ).append_column("caption", pa.nulls(rows.num_rows, pa.string())),
+    )
+    emb = rows.select(["video_id", "image_emb", "text_emb"])
+    con.register("embeddings", emb.append_column("media_status", pa.array(["ok"] * rows.num_rows)))
+    creator_cols = [
+        "video_id",
+        "prior_videos",
+        "days_active",
+        "prior_labeled",
+        *(f"prior_mean_{c}" for c in LABEL_COLUMNS),
+        "followers",
+    ]
+    con.register("creator", rows.select(creator_cols).slice(1))
+
+
+def test_joined_batches_stream_the_same_rows_and_leave_the_connection_as_it_was() -> None:
+    rows = _rows(90, 5, with_labels=False)
+    with duckdb.connect() as con:
+        _views(con, rows)
+        whole = joined_rows(con, with_labels=False)
+        batches = list(joined_batches(con, with_labels=False, batch_rows=20))
+        assert whole.num_rows == 89
+        key = [("created_at", "ascending"), ("video_id", "ascending")]
+        for b in batches:
+            assert b.num_rows <= 20 and b.equals(b.sort_by(key))
+        assert pa.concat_tables(batches).sort_by(key).equals(whole)
+        # Stopping early still restores the optimizer and frees the connection.
+        stream = joined_batches(con, with_labels=False, batch_rows=20)
+        next(stream)
+        stream.close()
+        assert con.sql("SELECT current_setting('disabled_optimizers')").fetchall() == [("",)]
