@@ -58,6 +58,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _scale_data
@@ -93,7 +94,7 @@ from vq_assets.core.lake.contract import (  # noqa: E402
     validate_day,
 )
 from vq_assets.core.lake.sql import connect  # noqa: E402
-from vq_assets.core.lake.store import Lake, PartitionFiles  # noqa: E402
+from vq_assets.core.lake.store import Lake, PartitionFiles, StagedFile  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 THREADS_ENV = "VQ_BENCH_THREADS"
@@ -132,25 +133,32 @@ def parquet_rows(files: tuple[str, ...] | list[str]) -> int:
 
 
 def ingest(lake: Lake, table: str, day: str) -> dict[str, Any]:
-    """`raw_videos` / `watch_events` and their `_publish`, then the IO manager's write."""
+    """`raw_videos` / `watch_events` and their `_publish`, then the IO manager's write (events:
+    streamed to a staged file that the IO manager publishes, as the asset does)."""
+    asset = "raw_videos" if table == "videos" else "watch_events"
+    stage = lake.staging_path(asset, day) if table == "watch_events" else None
     with duck() as con:
         if table == "videos":
             register_ingested_ids(con, lake, "seen_videos", "raw_videos", except_day=day)
             result = validate_day(con, lake, VIDEOS, day, seen_video_ids="seen_videos")
         else:
-            result = validate_day(con, lake, WATCH_EVENTS, day)
+            result = validate_day(con, lake, WATCH_EVENTS, day, stage=stage)
     passed = result.quarantine_share <= MAX_QUARANTINE_SHARE
     lake.write_table(lake.quarantine_dir(table, day), result.rejects, publish=passed)
     if result.rejects.num_rows:
         result.rejects.group_by("reason").aggregate([("reason", "count")])
-    asset = "raw_videos" if table == "videos" else "watch_events"
-    lake.write_partitions(asset, result.valid, [day], publish=passed)
+    if isinstance(result.valid, StagedFile):
+        lake.publish_staged(result.valid, lake.asset_dir(asset, day), publish=passed)
+    else:
+        lake.write_partitions(asset, result.valid, [day], publish=passed)
     return {
         "rows": result.rows_read,
-        "rows_out": result.valid.num_rows,
+        "rows_out": result.rows_valid,
         "quarantined": result.rejects.num_rows,
-        # The validated day, held whole in Python before it is written: outside DuckDB's limit.
-        "arrow_mib": result.valid.nbytes / 2**20,
+        "duplicates": result.duplicates_dropped,
+        # The validated day held whole in Python before it is written (outside DuckDB's limit);
+        # 0 when it was streamed to a staged file.
+        "arrow_mib": result.valid.nbytes / 2**20 if isinstance(result.valid, pa.Table) else 0.0,
     }
 
 

@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
 from vq_assets.core.lake.sql import connect
-from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles
+from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles, StagedFile
 
 DEFAULT_HOME = ".vq"
 # Output metadata an asset sets to False when a blocking check of this output failed: the lake
@@ -86,7 +86,8 @@ class DuckDBResource(dg.ConfigurableResource):
 class LakeIOManager(dg.ConfigurableIOManager):
     """Writes one parquet file per partition at `<lake>/assets/<asset>/dt=<day>/`.
 
-    Outputs are pyarrow tables, replaced atomically. Dagster stores an output before it sees
+    Outputs are pyarrow tables, or a `StagedFile` already written by DuckDB (one partition too
+    large to pass through Python), replaced atomically. Dagster stores an output before it sees
     the checks yielded after it, so an asset whose blocking check fails says so on the Output
     (`metadata={PUBLISH: False}`) and the previous version survives. Inputs arrive as
     `PartitionFiles`; every upstream partition the mapping asks for must exist, so a window is
@@ -99,14 +100,20 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def _name(key: dg.AssetKey) -> str:
         return key.path[-1]
 
-    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table | StagedFile) -> None:
         lake = self.lake.get_lake()
         days = context.asset_partition_keys if context.has_asset_partitions else None
         flag = context.output_metadata.get(PUBLISH, True)
         publish = flag.value if isinstance(flag, dg.MetadataValue) else flag
-        # A run over a range of partitions (a GPU backfill) writes one file per day.
         name = self._name(context.asset_key)
-        uris = lake.write_partitions(name, obj, days, publish=bool(publish))
+        if isinstance(obj, StagedFile):
+            if not days or len(days) != 1:
+                lake.discard_staged(obj.path)
+                raise LakeError(f"{name}: a staged file is one partition, not {days}")
+            uris = [lake.publish_staged(obj, lake.asset_dir(name, days[0]), publish=bool(publish))]
+        else:
+            # A run over a range of partitions (a GPU backfill) writes one file per day.
+            uris = lake.write_partitions(name, obj, days, publish=bool(publish))
         context.add_output_metadata({"path": dg.MetadataValue.path(uris[0]), "rows": obj.num_rows})
 
     def load_input(self, context: dg.InputContext) -> PartitionFiles:

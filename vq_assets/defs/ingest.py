@@ -49,7 +49,7 @@ def _publish(lake: LakeResource, table: str, day: str, result: ValidatedDay, con
         metadata={
             PUBLISH: passed,
             "rows_read": result.rows_read,
-            "rows_valid": result.valid.num_rows,
+            "rows_valid": result.rows_valid,
             "rows_quarantined": result.rejects.num_rows,
             "quarantine_share": share,
             "duplicates_dropped": result.duplicates_dropped,
@@ -129,11 +129,22 @@ def watch_events(
             check_name="quarantine_share", passed=True, metadata={"skipped": reason}
         )
         return
-    with duckdb.connect() as con:
-        result = validate_day(
-            con, lk, WATCH_EVENTS, day, naive_timestamps_zone=config.naive_timestamps_zone
-        )
-    yield from _publish(lake, "watch_events", day, result, config)
+    # The valid rows stream from DuckDB into a staged parquet file that the IO manager
+    # publishes: a day of events is never whole in Python (DESIGN §8, bounded memory).
+    stage = lk.staging_path("watch_events", day)
+    try:
+        with duckdb.connect() as con:
+            result = validate_day(
+                con,
+                lk,
+                WATCH_EVENTS,
+                day,
+                naive_timestamps_zone=config.naive_timestamps_zone,
+                stage=stage,
+            )
+        yield from _publish(lake, "watch_events", day, result, config)
+    finally:
+        lk.discard_staged(stage)  # published by then, or failed: nothing to keep
 
 
 defs = dg.Definitions(assets=[raw_videos, watch_events])

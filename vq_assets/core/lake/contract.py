@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from vq_assets.core.lake.files import (
+    ROW_BITS,
+    ROW_MASK,
     ContractError,
     LandingFile,
     LandingReader,
@@ -27,9 +30,19 @@ from vq_assets.core.lake.files import (
 )
 from vq_assets.core.lake.files import compatible as compatible  # re-exported for sources
 from vq_assets.core.lake.sql import sql_date
-from vq_assets.core.lake.store import PART_FILE, SUCCESS_MARKER, Lake, is_iso_day
+from vq_assets.core.lake.store import (
+    PART_FILE,
+    ROW_GROUP_SIZE,
+    SUCCESS_MARKER,
+    Lake,
+    StagedFile,
+    is_iso_day,
+)
 
 UTC_TS = pa.timestamp("us", tz="UTC")
+# Rows per slice of the hash range that the exact-duplicate search aggregates at a time: each
+# slice's hash table (~16M groups) stays well inside a few GB of DuckDB memory.
+HASH_PASS_ROWS = 16_000_000
 
 VIDEOS_SCHEMA = pa.schema(
     [
@@ -124,13 +137,19 @@ CONTRACTS = {c.name: c for c in (VIDEOS, WATCH_EVENTS)}
 
 @dataclass
 class ValidatedDay:
-    valid: pa.Table
+    # The valid rows: a table, or, when `validate_day` was given `stage`, the parquet file they
+    # were streamed to (the day is never whole in Python), for `Lake.publish_staged`.
+    valid: pa.Table | StagedFile
     rejects: pa.Table
     files: list[str]
     rows_read: int
     duplicates_dropped: int = 0
     # Metadata entries of the landing folder that were not read (`_`/`.`-prefixed), as URIs.
     ignored: list[str] = field(default_factory=list)
+
+    @property
+    def rows_valid(self) -> int:
+        return self.valid.num_rows
 
     @property
     def quarantine_share(self) -> float:
@@ -182,14 +201,74 @@ def register_ingested_ids(
     )
 
 
+# The codes as a SQL list literal for `$iso`: constants of this module, so they go into the text
+# and the checks are one plain query that needs no parameters wherever it is used.
+_ISO_SQL = "[" + ", ".join(f"'{c}'" for c in sorted(ISO_639_1)) + "]"
+
+
 def _reason_sql(rules: list[tuple[str, str]], day: str, day_end: str) -> str:
     bounds = {"day_start": sql_date(day), "day_end": sql_date(day_end)}
     parts = [
-        f"CASE WHEN coalesce(({pred.format(**bounds)}), false) "
+        f"CASE WHEN coalesce(({pred.format(**bounds).replace('$iso', _ISO_SQL)}), false) "
         "THEN '" + reason.replace("'", "''") + "' END"
         for reason, pred in rules
     ]
     return f"concat_ws('; ', {', '.join(parts)})"
+
+
+def _drop_exact_duplicates(con: duckdb.DuckDBPyConnection, key: str, rows: int) -> int:
+    """Delete from `landing_typed` each row equal in every `key` column to an earlier one (by
+    `rid`); return how many went.
+
+    Rows are first grouped by `h`, a 64-bit hash of the key stored when the day was loaded, one
+    slice of the hash range per HASH_PASS_ROWS rows at a time, so each aggregate reads one
+    narrow column and stays well inside DuckDB's memory limit. Only rows whose hash repeats
+    (the duplicates, and rare collisions) are then compared exactly, so the whole day is never
+    sorted. Values that compare equal hash equally (NULLs, NaNs, 0.0 and -0.0 included): the
+    result is that of a window over the whole day.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE dup_hashes (h UBIGINT)")
+    passes = max(1, -(-rows // HASH_PASS_ROWS))
+    for k in range(passes):
+        con.execute(
+            "INSERT INTO dup_hashes SELECT h FROM landing_typed "
+            f"WHERE h % {passes} = {k} GROUP BY h HAVING count(*) > 1"
+        )
+    dropped = 0
+    if con.sql("SELECT count(*) FROM dup_hashes").fetchall()[0][0]:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE dup_rows AS SELECT rid FROM (SELECT rid, row_number() "
+            f"OVER (PARTITION BY {key} ORDER BY rid) AS n FROM landing_typed "
+            "WHERE h IN (SELECT h FROM dup_hashes)) WHERE n > 1"
+        )
+        # Deleting keeps the remaining rows in their order (a join would not).
+        dropped = con.execute(
+            "DELETE FROM landing_typed WHERE rid IN (SELECT rid FROM dup_rows)"
+        ).fetchall()[0][0]
+        con.execute("DROP TABLE dup_rows")
+    con.execute("DROP TABLE dup_hashes")
+    return dropped
+
+
+def _write_parquet(reader: pa.RecordBatchReader, path: str, schema: pa.Schema) -> int:
+    """Stream `reader` into a parquet file at `path` as `Lake.write_table` writes a table (zstd,
+    full ROW_GROUP_SIZE-row groups), holding about one row group; return the row count.
+
+    (DuckDB's own COPY would mark columns without nulls `required`, changing the schema.)
+    """
+    written, pending = 0, []
+    with pq.ParquetWriter(path, schema, compression="zstd") as out:
+        for batch in reader:
+            pending.append(batch.cast(schema))
+            written += batch.num_rows
+            if sum(b.num_rows for b in pending) >= ROW_GROUP_SIZE:
+                table = pa.Table.from_batches(pending, schema)
+                cut = table.num_rows - table.num_rows % ROW_GROUP_SIZE
+                out.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_SIZE)
+                pending = table.slice(cut).to_batches()
+        if pending or not written:
+            out.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_SIZE)
+    return written
 
 
 def validate_day(
@@ -200,22 +279,31 @@ def validate_day(
     *,
     seen_video_ids: str | None = None,
     naive_timestamps_zone: str | None = None,
+    stage: str | None = None,
 ) -> ValidatedDay:
     """Validate one landing day of a table against its contract.
 
     `seen_video_ids` is a DuckDB relation (video_id, dt) of ids already ingested on other days
     (see `register_ingested_ids`); a row whose id is there is quarantined, naming that day.
     `naive_timestamps_zone` is the IANA zone of timestamps written without one; without it
-    such a file fails the day.
+    such a file fails the day. `stage` is a local path (`Lake.staging_path`): the valid rows are
+    streamed from DuckDB there as the partition's parquet file, one row group at a time, and
+    `valid` is a `StagedFile`, so a large day stays inside DuckDB's memory limit; without it
+    `valid` is an Arrow table.
     """
     zone = naive_zone_info(naive_timestamps_zone)
     files, ignored = check_files(lake, contract, day, zone)
     schema = contract.schema
     day_end = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
     landing = LandingReader(lake, files, schema, zone)
+    cols = ", ".join(schema.names)
+    dup_key = f"{cols}, load_reason"
+    hashed = f", hash({dup_key}) AS h" if contract.drop_exact_duplicates else ""
     con.register("landing_src", landing.reader())
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE landing_typed AS SELECT * FROM landing_src")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE landing_typed AS SELECT *{hashed} FROM landing_src"
+        )
     except duckdb.Error as e:
         if landing.error is not None:
             raise landing.error from e
@@ -223,20 +311,16 @@ def validate_day(
     finally:
         con.unregister("landing_src")
     rows_read = con.sql("SELECT count(*) FROM landing_typed").fetchall()[0][0]
-    cols = ", ".join(schema.names)
+    duplicates = (
+        _drop_exact_duplicates(con, dup_key, rows_read) if contract.drop_exact_duplicates else 0
+    )
     source = "landing_typed"
-    if contract.drop_exact_duplicates:
-        source = (
-            f"(SELECT * EXCLUDE (dup_rank) FROM (SELECT *, row_number() OVER (PARTITION BY "
-            f"{cols}, load_reason ORDER BY source_file, source_row) AS dup_rank "
-            "FROM landing_typed) WHERE dup_rank = 1)"
-        )
     checks = ["nullif(load_reason, '')", f"nullif({_reason_sql(contract.rules, day, day_end)}, '')"]
     if contract.unique_key:
         key = contract.unique_key
         checks.append(
             f"CASE WHEN {key} IS NOT NULL AND row_number() OVER (PARTITION BY {key} "
-            f"ORDER BY source_file, source_row) > 1 THEN 'duplicate {key} within the day' END"
+            f"ORDER BY rid) > 1 THEN 'duplicate {key} within the day' END"
         )
     if seen_video_ids:
         # Only the day's own ids are looked up: the join stays the size of the day.
@@ -247,26 +331,35 @@ def validate_day(
             "ON s.video_id = seen.video_id)"
         )
         checks.append("'video_id already ingested on ' || seen_on")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE landing_checked AS "
-        f"SELECT *, concat_ws('; ', {', '.join(checks)}) AS reason FROM {source}",
-        {"iso": sorted(ISO_639_1)} if "$iso" in checks[1] else None,
-    )
-    kept = con.sql("SELECT count(*) FROM landing_checked").fetchall()[0][0]
-    valid = con.sql(
-        f"SELECT {cols} FROM landing_checked WHERE reason = '' ORDER BY source_file, source_row"
-    ).to_arrow_table()
+    checked = f"SELECT *, concat_ws('; ', {', '.join(checks)}) AS reason FROM {source}"
+    if contract.unique_key or seen_video_ids:
+        # Windows and joins do not keep row order: materialise, then sort by rid.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE landing_checked AS {checked}")
+        checked, order = "landing_checked", " ORDER BY rid"
+    else:
+        # Row-local rules only: a filtered scan of one table keeps its order (guaranteed by
+        # DuckDB for SELECT, WHERE and COPY), so the day is written in landing order, unsorted.
+        checked, order = f"({checked})", ""
+    valid_sql = f"SELECT {cols} FROM {checked} WHERE reason = ''{order}"
+    valid: pa.Table | StagedFile
+    if stage is not None:
+        rows = _write_parquet(con.sql(valid_sql).to_arrow_reader(), stage, schema)
+        valid = StagedFile(stage, rows)
+    else:
+        valid = con.sql(valid_sql).to_arrow_table().cast(schema)
     rejects = con.sql(
-        f"SELECT {cols}, reason, source_file, source_row FROM landing_checked "
-        "WHERE reason <> '' ORDER BY source_file, source_row"
+        f"SELECT {cols}, reason, CAST($files AS VARCHAR[])[(rid >> {ROW_BITS}) + 1] AS "
+        f"source_file, rid & {ROW_MASK} AS source_row FROM {checked} WHERE reason <> '' "
+        "ORDER BY rid",
+        params={"files": [f.uri for f in files]},
     ).to_arrow_table()
-    for name in ("landing_typed", "landing_checked"):
-        con.execute(f"DROP TABLE {name}")
+    con.execute("DROP TABLE IF EXISTS landing_checked")
+    con.execute("DROP TABLE landing_typed")
     return ValidatedDay(
-        valid=valid.cast(schema),
+        valid=valid,
         rejects=rejects,
         files=[f.uri for f in files],
         rows_read=rows_read,
-        duplicates_dropped=rows_read - kept,
+        duplicates_dropped=duplicates,
         ignored=ignored,
     )

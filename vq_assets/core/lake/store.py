@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 PART_FILE = "part-0.parquet"
 SUCCESS_MARKER = "_SUCCESS"
 REJECTED_DIR = ".rejected"
+ROW_GROUP_SIZE = 1 << 20  # rows per parquet row group, whoever writes the file
 # The column a table spanning several partitions (a multi-partition backfill run) names each
 # row's partition in; `split_partitions` takes it off again, so no partition file carries it.
 PARTITION_COLUMN = "_partition"
@@ -82,6 +84,16 @@ def _sweep_stale_tmp(target: str) -> None:
 
 class LakeError(RuntimeError):
     """A lake path is missing or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A partition already written as parquet at `path`, a local file from
+    `Lake.staging_path`, waiting for `Lake.publish_staged` (an output too large for Python: the
+    lake IO manager publishes it in place of a table)."""
+
+    path: str
+    num_rows: int
 
 
 @dataclass(frozen=True)
@@ -214,7 +226,7 @@ class Lake:
         if self.is_s3:
             # One object, written once: S3 makes it visible only when the upload completes.
             buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd", row_group_size=1 << 20)
+            pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE)
             buf.seek(0)
             self._put(target, buf)
         else:
@@ -222,7 +234,7 @@ class Lake:
             _sweep_stale_tmp(target)
             tmp = _tmp_name(target)
             try:
-                pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+                pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):
@@ -239,6 +251,49 @@ class Lake:
             self.write_table(self.asset_dir(asset, day), part, publish=publish)
             for day, part in split_partitions(table, days)
         ]
+
+    def staging_path(self, asset: str, day: str) -> str:
+        """A local path where a streamed writer puts partition `day` of `asset` before
+        `publish_staged` moves it in. Local lake: a hidden temporary name in the asset's folder,
+        beside no partition (so a rejected first try leaves no empty `dt=` folder) and on the
+        same filesystem (the publish is a rename); a killed writer's file is swept like any
+        temporary file. S3 lake: a local temporary file, uploaded on publish."""
+        if self.is_s3:
+            fd, path = tempfile.mkstemp(prefix=f".vq-{asset}-{day}-", suffix=".parquet.tmp")
+            os.close(fd)
+            return path
+        target = f"{self.asset_dir(asset)}/dt={day}.parquet"
+        os.makedirs(self.asset_dir(asset), exist_ok=True)
+        _sweep_stale_tmp(target)
+        return _tmp_name(target)
+
+    def publish_staged(self, staged: StagedFile, directory: str, *, publish: bool = True) -> str:
+        """Make `staged` the partition in `directory`, atomically, as `write_table` does with a
+        table (`publish=False`: to `.rejected/` instead); the staged file is gone afterwards."""
+        if not publish:
+            directory = self.rejected_dir(directory)
+        target = f"{directory}/{PART_FILE}"
+        try:
+            if self.is_s3:
+                if self.s3_client is None:
+                    raise LakeError(f"writing {self.uri(target)} needs an S3 client")
+                bucket, _, key = target.partition("/")
+                # Streamed from disk (multipart when large): visible only once complete.
+                self.s3_client.upload_file(staged.path, bucket, key)
+            else:
+                os.makedirs(directory, exist_ok=True)
+                os.replace(staged.path, target)
+        finally:
+            self.discard_staged(staged.path)
+        return self.uri(target)
+
+    @staticmethod
+    def discard_staged(path: str) -> None:
+        """Remove a staged file that will not be published (its run failed first)."""
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
     def rejected_dir(self, directory: str) -> str:
         """Where a version that failed its blocking check goes: `<parent>/.rejected/<name>`,
