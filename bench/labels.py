@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from vq_assets.core.labels.windows import (  # noqa: E402
     LABEL_COLUMNS,
+    PARTIAL_COUNTS,
     SKIP_SECONDS,
     WINDOW_DAYS,
     labels_from_partials,
@@ -73,16 +74,7 @@ EVENT_COLUMNS = ("video_id", "event_ts", "watch_time_s", "liked", "commented", "
 VARIANTS = ("vq_cold", "direct", "polars", "bare_scan")
 LABEL_VARIANTS = VARIANTS[:-1]
 MIN_EVENTS = 20_000_000
-COUNT_COLUMNS = (
-    "plays",
-    "skips",
-    "full_watches",
-    "likes",
-    "comments",
-    "shares",
-    "day0_plays",
-    "early_events",
-)
+COUNT_COLUMNS = PARTIAL_COUNTS  # the label table's counts are the partials' sums
 RATIO_COLUMNS = ("avg_watch_time_s", "skip_rate", "engagement_rate", "virality")
 
 
