@@ -84,7 +84,7 @@ from vq_assets.core.labels.windows import (  # noqa: E402
     point_in_time_violations,
     shift,
     unknown_video_events,
-    watch_daily_partials,
+    watch_daily_partials_sql,
 )
 from vq_assets.core.lake.contract import (  # noqa: E402
     VIDEOS,
@@ -94,7 +94,12 @@ from vq_assets.core.lake.contract import (  # noqa: E402
     validate_day,
 )
 from vq_assets.core.lake.sql import connect  # noqa: E402
-from vq_assets.core.lake.store import Lake, PartitionFiles, StagedFile  # noqa: E402
+from vq_assets.core.lake.store import (  # noqa: E402
+    Lake,
+    PartitionFiles,
+    StagedFile,
+    stream_to_parquet,
+)
 
 START = dt.date(2026, 1, 1)
 THREADS_ENV = "VQ_BENCH_THREADS"
@@ -175,16 +180,20 @@ def partials(lake: Lake, day: str) -> dict[str, Any]:
         source = "landing"
         landing = lake.list_files(lake.landing_dir("watch_events", day))
         events = PartitionFiles(lake, "watch_events", (day,), tuple(landing))
+    # As the asset does: streamed into a staged file, published by rename.
+    stage = lake.staging_path("video_watch_daily", day)
     with duck() as con:
         videos.register(con, "videos", VIDEOS_SCHEMA)
         events.register(con, "events")
-        table = watch_daily_partials(con, day)
+        rows_out = stream_to_parquet(
+            con.sql(watch_daily_partials_sql(day)).to_arrow_reader(), stage
+        )
+        [(plays,)] = con.read_parquet(stage).aggregate("coalesce(sum(plays), 0)").fetchall()
         unknown = unknown_video_events(con)
-    plays = int(table["plays"].to_numpy().sum())  # the asset's metadata
-    lake.write_partitions("video_watch_daily", table, [day])
+    lake.publish_staged(StagedFile(stage, rows_out), lake.asset_dir("video_watch_daily", day))
     return {
         "rows": parquet_rows(events.files),
-        "rows_out": table.num_rows,
+        "rows_out": rows_out,
         "plays_in_windows": plays,
         "videos_read": parquet_rows(videos.files),
         "unknown_events": unknown,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vq_assets.core.labels.windows import labels_from_partials
-from vq_assets.core.lake.sql import connect, sql_date
+from vq_assets.core.lake.sql import buffer_limit, connect, sql_date
 from vq_assets.resources import DuckDBResource
 
 
@@ -73,3 +73,12 @@ def test_a_crafted_day_never_reaches_a_query():
         with pytest.raises(ValueError, match="YYYY-MM-DD"):
             labels_from_partials(con, "2026-01-01'; DROP TABLE pwned; --")
         assert _one(con, "SELECT count(*) FROM pwned") == 0
+
+
+def test_duckdb_keeps_headroom_inside_the_configured_budget():
+    # VQ_DUCKDB_MEMORY_LIMIT is the process budget; DuckDB's buffer manager gets 80% of it.
+    assert buffer_limit("4GB") == f"{int(4e9 * 0.8 / 2**20)}MiB"
+    assert buffer_limit("1GiB") == "819MiB"
+    assert buffer_limit("50%") == "50%"
+    with connect(memory_limit="1GiB") as con:
+        assert _one(con, "SELECT current_setting('memory_limit')") == "819.0 MiB"

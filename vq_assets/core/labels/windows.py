@@ -80,6 +80,11 @@ def shift(day: str, days: int) -> str:
 
 
 def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.Table:
+    """``watch_daily_partials_sql``'s rows as one table (the asset streams them to a file)."""
+    return con.sql(watch_daily_partials_sql(event_day)).to_arrow_table()
+
+
+def watch_daily_partials_sql(event_day: str) -> str:
     """Partials for `event_day` from views `videos` (days E-7..E) and `events` (day E).
 
     Events of unknown videos and events before a video's `created_at` never enter a label;
@@ -97,8 +102,7 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
       (before `created_at`) form their own groups instead of every aggregate testing the
       window; only the small per-video step `a` tells the two kinds of group apart.
     """
-    return con.sql(
-        f"""
+    return f"""
         WITH v AS MATERIALIZED (  -- evaluated once: k must mean the same row in both uses
             SELECT row_number() OVER () AS k, video_id, created_at, duration_s,
                    created_at + INTERVAL {WINDOW_DAYS} DAY AS window_end,
@@ -139,7 +143,6 @@ def watch_daily_partials(con: duckdb.DuckDBPyConnection, event_day: str) -> pa.T
         FROM a JOIN v USING (k)
         ORDER BY v.video_id
         """
-    ).to_arrow_table()
 
 
 def unknown_video_events(con: duckdb.DuckDBPyConnection) -> int:

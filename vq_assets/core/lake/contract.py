@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from vq_assets.core.lake.files import (
     ROW_BITS,
@@ -32,11 +31,11 @@ from vq_assets.core.lake.files import compatible as compatible  # re-exported fo
 from vq_assets.core.lake.sql import sql_date
 from vq_assets.core.lake.store import (
     PART_FILE,
-    ROW_GROUP_SIZE,
     SUCCESS_MARKER,
     Lake,
     StagedFile,
     is_iso_day,
+    stream_to_parquet,
 )
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -250,27 +249,6 @@ def _drop_exact_duplicates(con: duckdb.DuckDBPyConnection, key: str, rows: int) 
     return dropped
 
 
-def _write_parquet(reader: pa.RecordBatchReader, path: str, schema: pa.Schema) -> int:
-    """Stream `reader` into a parquet file at `path` as `Lake.write_table` writes a table (zstd,
-    full ROW_GROUP_SIZE-row groups), holding about one row group; return the row count.
-
-    (DuckDB's own COPY would mark columns without nulls `required`, changing the schema.)
-    """
-    written, pending = 0, []
-    with pq.ParquetWriter(path, schema, compression="zstd") as out:
-        for batch in reader:
-            pending.append(batch.cast(schema))
-            written += batch.num_rows
-            if sum(b.num_rows for b in pending) >= ROW_GROUP_SIZE:
-                table = pa.Table.from_batches(pending, schema)
-                cut = table.num_rows - table.num_rows % ROW_GROUP_SIZE
-                out.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_SIZE)
-                pending = table.slice(cut).to_batches()
-        if pending or not written:
-            out.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_SIZE)
-    return written
-
-
 def validate_day(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
@@ -343,7 +321,7 @@ def validate_day(
     valid_sql = f"SELECT {cols} FROM {checked} WHERE reason = ''{order}"
     valid: pa.Table | StagedFile
     if stage is not None:
-        rows = _write_parquet(con.sql(valid_sql).to_arrow_reader(), stage, schema)
+        rows = stream_to_parquet(con.sql(valid_sql).to_arrow_reader(), stage, schema)
         valid = StagedFile(stage, rows)
     else:
         valid = con.sql(valid_sql).to_arrow_table().cast(schema)

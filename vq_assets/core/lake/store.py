@@ -457,3 +457,28 @@ def split_partitions(
         raise LakeError(f"rows for partitions outside the run's {days[0]}..{days[-1]}: {stray}")
     data = table.drop_columns([PARTITION_COLUMN])
     return [(d, data.filter(pc.equal(column, d))) for d in days]
+
+
+def stream_to_parquet(
+    reader: pa.RecordBatchReader, path: str, schema: pa.Schema | None = None
+) -> int:
+    """Stream `reader` into a parquet file at `path` as `Lake.write_table` writes a table (zstd,
+    full ROW_GROUP_SIZE-row groups), holding about one row group; return the row count.
+
+    (DuckDB's own COPY would mark columns without nulls `required`, changing the schema.)
+    `schema`: the file's schema (default: the reader's).
+    """
+    schema = schema or reader.schema
+    written, pending = 0, []
+    with pq.ParquetWriter(path, schema, compression="zstd") as out:
+        for batch in reader:
+            pending.append(batch.cast(schema))
+            written += batch.num_rows
+            if sum(b.num_rows for b in pending) >= ROW_GROUP_SIZE:
+                table = pa.Table.from_batches(pending, schema)
+                cut = table.num_rows - table.num_rows % ROW_GROUP_SIZE
+                out.write_table(table.slice(0, cut), row_group_size=ROW_GROUP_SIZE)
+                pending = table.slice(cut).to_batches()
+        if pending or not written:
+            out.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_SIZE)
+    return written
