@@ -83,8 +83,8 @@ from vq_assets.core.labels.windows import (  # noqa: E402
     label_range_violations,
     point_in_time_violations,
     shift,
+    stage_partials,
     unknown_video_events,
-    watch_daily_partials_sql,
 )
 from vq_assets.core.lake.contract import (  # noqa: E402
     VIDEOS,
@@ -98,7 +98,6 @@ from vq_assets.core.lake.store import (  # noqa: E402
     Lake,
     PartitionFiles,
     StagedFile,
-    stream_to_parquet,
 )
 
 START = dt.date(2026, 1, 1)
@@ -185,15 +184,12 @@ def partials(lake: Lake, day: str) -> dict[str, Any]:
     with duck() as con:
         videos.register(con, "videos", VIDEOS_SCHEMA)
         events.register(con, "events")
-        rows_out = stream_to_parquet(
-            con.sql(watch_daily_partials_sql(day)).to_arrow_reader(), stage
-        )
-        [(plays,)] = con.read_parquet(stage).aggregate("coalesce(sum(plays), 0)").fetchall()
+        staged, plays, _ = stage_partials(con, day, stage)
         unknown = unknown_video_events(con)
-    lake.publish_staged(StagedFile(stage, rows_out), lake.asset_dir("video_watch_daily", day))
+    lake.publish_staged(staged, lake.asset_dir("video_watch_daily", day))
     return {
         "rows": parquet_rows(events.files),
-        "rows_out": rows_out,
+        "rows_out": staged.num_rows,
         "plays_in_windows": plays,
         "videos_read": parquet_rows(videos.files),
         "unknown_events": unknown,

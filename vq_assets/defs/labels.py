@@ -6,7 +6,7 @@ from vq_assets.core.labels import windows as core
 from vq_assets.core.labels.source import choose_label_source, events_landed, labels_for_day
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
-from vq_assets.core.lake.store import LakeError, PartitionFiles, StagedFile, stream_to_parquet
+from vq_assets.core.lake.store import LakeError, PartitionFiles
 from vq_assets.defs.k8s import K8S_CREATOR_FEATURES_TAGS, K8S_LABELS_TAGS, K8S_WATCH_DAILY_TAGS
 from vq_assets.partitions import (
     CLOSED_LABEL_DAYS,
@@ -61,21 +61,14 @@ def video_watch_daily(
         with duckdb.connect() as con:
             raw_videos.register(con, "videos", VIDEOS_SCHEMA)
             watch_events.register(con, "events")
-            rows = stream_to_parquet(
-                con.sql(core.watch_daily_partials_sql(day)).to_arrow_reader(), stage
-            )
-            [(plays, early)] = (
-                con.read_parquet(stage)
-                .aggregate("coalesce(sum(plays), 0), coalesce(sum(early_events), 0)")
-                .fetchall()
-            )
+            staged, plays, early = core.stage_partials(con, day, stage)
             unknown = core.unknown_video_events(con)
         yield dg.Output(
-            StagedFile(stage, rows),
+            staged,
             metadata={
-                "videos_with_events": rows,
-                "events_in_windows": int(plays),
-                "events_before_created_at": int(early),
+                "videos_with_events": staged.num_rows,
+                "events_in_windows": plays,
+                "events_before_created_at": early,
                 "events_of_unknown_videos": unknown,
                 "video_days_read": dg.MetadataValue.json(list(raw_videos.days)),
             },

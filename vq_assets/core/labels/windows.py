@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from vq_assets.core.lake.sql import sql_date
+from vq_assets.core.lake.store import StagedFile, stream_to_parquet
 
 WINDOW_DAYS = 7
 DAY0_HOURS = 24  # `day0_plays`: plays in [created_at, created_at + 24 h)
@@ -143,6 +144,20 @@ def watch_daily_partials_sql(event_day: str) -> str:
         FROM a JOIN v USING (k)
         ORDER BY v.video_id
         """
+
+
+def stage_partials(
+    con: duckdb.DuckDBPyConnection, event_day: str, path: str
+) -> tuple[StagedFile, int, int]:
+    """``watch_daily_partials_sql`` streamed into a parquet file at `path` (millions of rows on a
+    large day never whole in Python), with its plays in windows and its early events."""
+    rows = stream_to_parquet(con.sql(watch_daily_partials_sql(event_day)).to_arrow_reader(), path)
+    [(plays, early)] = (
+        con.read_parquet(path)
+        .aggregate("coalesce(sum(plays), 0), coalesce(sum(early_events), 0)")
+        .fetchall()
+    )
+    return StagedFile(path, rows), int(plays), int(early)
 
 
 def unknown_video_events(con: duckdb.DuckDBPyConnection) -> int:

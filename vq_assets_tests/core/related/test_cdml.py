@@ -19,15 +19,8 @@ from vq_assets.core.related.checkpoint import CHECKPOINT_FILE, load_tower, save_
 from vq_assets.core.related.content import content_matrix
 from vq_assets_tests.core.related.synthetic import make_world
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # A tiny tower: a second intra-op thread only adds sync cost, and on a busy 2-core box it
-    # thrashes (10x slower). Restored for other modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: see conftest.one_torch_thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def t(rows) -> torch.Tensor:
