@@ -6,7 +6,7 @@ from the environment of the process that loads it (VQ_LAKE, VQ_HOME, VQ_DEPLOYME
 
 import dagster as dg
 
-from vq_assets.defs import automation, embeddings, ingest, labels, serving, training
+from vq_assets.defs import automation, embeddings, ingest, labels, prior, related, serving, training
 from vq_assets.defs.k8s import executor_for_deployment
 from vq_assets.resources import resources_for_deployment
 
@@ -16,9 +16,11 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         ingest.defs,
         labels.defs,
+        prior.defs,
         embeddings.defs,
         training.defs,
         serving.defs,
+        related.defs,
         automation.defs,
         dg.Definitions(resources=resources_for_deployment(), executor=executor_for_deployment()),
     )

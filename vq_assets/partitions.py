@@ -30,6 +30,15 @@ CLOSED_LABEL_DAYS = dg.TimeWindowPartitionMapping(
     start_offset=-HISTORY_DAYS, end_offset=-(WINDOW_DAYS + 1)
 )
 
+# retrieval_prior[D]: neighbours are the videos created on D-7-PRIOR_CORPUS_DAYS .. D-8 (label
+# windows closed before D began). A mapping is one range, so its videos and embeddings run on
+# through D itself (the day's own videos); its labels stop at D-8.
+PRIOR_CORPUS_DAYS = 28
+PRIOR_VIDEOS = dg.TimeWindowPartitionMapping(start_offset=-(WINDOW_DAYS + PRIOR_CORPUS_DAYS))
+PRIOR_LABEL_DAYS = dg.TimeWindowPartitionMapping(
+    start_offset=-(WINDOW_DAYS + PRIOR_CORPUS_DAYS), end_offset=-(WINDOW_DAYS + 1)
+)
+
 # Retraining: week W (starting Sunday S) learns from the label days complete at S: D <= S - 8.
 TRAIN_WEEKS = int(os.environ.get("VQ_TRAIN_WEEKS", "4"))
 # end_offset=1: the week that has just started exists, since its model is trained at its start.
@@ -37,3 +46,10 @@ weekly = dg.WeeklyPartitionsDefinition(start_date=START_DATE, end_offset=1)
 
 # training_set[W] reads days S - 7*(TRAIN_WEEKS+1) .. S - 8 (offsets count weeks).
 TRAINING_DAYS = dg.TimeWindowPartitionMapping(start_offset=-(TRAIN_WEEKS + 1), end_offset=-2)
+
+# Co-watch embeddings (DESIGN §11). cdml_model[W] learns from the co-watch of event days
+# S-28..S-1 (weeks W-4..W-1), over the content of videos created S-35..S-1.
+COWATCH_WEEKS = dg.TimeWindowPartitionMapping(start_offset=-4, end_offset=-1)
+CDML_CONTENT_WEEKS = dg.TimeWindowPartitionMapping(start_offset=-5, end_offset=-1)
+# related_videos[D]: candidates among the videos created in the 28 days up to D.
+RELATED_CORPUS = dg.TimeWindowPartitionMapping(start_offset=-27)

@@ -22,9 +22,12 @@ from vq_assets.core.labels.source import events_landed
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.model import registry
 from vq_assets.core.model.features import label_days_for_week
+from vq_assets.core.related.week import tower_week_as_of
 from vq_assets.defs.automation import (
+    CDML_ASSETS,
     LABEL_ASSETS,
     LIFT_ASSETS,
+    RELATED_ASSETS,
     RETRAIN_ASSETS,
     SCORING_ASSETS,
     feature_assets,
@@ -33,6 +36,8 @@ from vq_assets.partitions import START_DATE
 
 # A week is retrained only when this many label days are complete at its start.
 MIN_TRAIN_DAYS = 14
+# A week's CDML tower is trained only when this many event days of co-watch precede it.
+MIN_COWATCH_DAYS = 14
 
 
 def _days(start: str, end: str) -> list[str]:
@@ -196,7 +201,12 @@ class Replay:
                 self._steps.append(
                     f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
                 )
+            events = events_landed(self.lake)
+            if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
+                self._run("cdml", day, CDML_ASSETS)
         scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
+        if tower_week_as_of(self.lake, day) is not None:
+            scoring = scoring + RELATED_ASSETS
         # A lake without watch events (daily rollups only) has no event assets to run.
         self._run("daily_chain", day, feature_assets(events_landed(self.lake)) + scoring)
         closed = shift(day, -WINDOW_DAYS)

@@ -9,8 +9,9 @@ import pyarrow as pa
 
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import tasks
-from vq_assets.core.model.features import ABLATIONS, FULL_MODEL
+from vq_assets.core.model.features import ABLATIONS, FULL_MODEL, WITHOUT_RETRIEVAL
 from vq_assets.core.model.registry import default_tracking_uri
+from vq_assets.core.related import week as cdml_week
 from vq_assets.resources import vq_home
 
 # What the production system vq is modelled on reported for its skip-rate calibration.
@@ -84,6 +85,20 @@ def evaluation_tables(rows: list[dict]) -> str:
             _value(rows, "ablation", v, f"val_{t.stem}_SpearmanCorr") for t in tasks.catalogue()
         ]
         lines.append(f"{v:<26}" + "".join(f"{x:>{width}.3f}" for x in vals))
+    if any(r["section"] == "retrieval_prior" for r in rows):  # models without the prior lack it
+        lines += [
+            "",
+            f"{'retrieval prior':<22}{'gain [95% interval]':>26}",
+            f"(test Spearman of {FULL_MODEL} - {WITHOUT_RETRIEVAL}, paired bootstrap)",
+        ]
+        for task in tasks.catalogue():
+            gain, low, high = (
+                _value(
+                    rows, "retrieval_prior", WITHOUT_RETRIEVAL, f"val_{task.stem}_SpearmanGap{e}"
+                )
+                for e in ("", "_ci95_low", "_ci95_high")
+            )
+            lines.append(f"{task.name:<22}{f'{gain:+.3f} [{low:+.3f}, {high:+.3f}]':>26}")
     return "\n".join(lines)
 
 
@@ -164,6 +179,15 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
             f"flywheel lift over {len(lifts)} labelled days: sampling with the weights instead "
             f"of uniformly changes the realised skip rate by {100 * skip:+.1f}% and the average "
             f"watch time by {100 * watch:+.1f}%",
+        ]
+    cdml = _latest(lake, "cdml_evaluation")
+    if cdml is not None:
+        out += [
+            "",
+            f"related videos (CDML tower of week {cdml[0]}), on its held-out days: for each new "
+            "video, its realised co-watch among the videos of the 28 days up to its day",
+            "",
+            cdml_week.metrics_markdown(cdml[1]),
         ]
     out += [
         "",

@@ -16,22 +16,28 @@ FEATURE_ASSETS = [
     "raw_videos",
     "watch_events",
     "video_watch_daily",
+    "cowatch_pairs",
     "video_embeddings",
     "creator_features",
+    "retrieval_prior",
 ]
 # What a lake without watch events (daily rollups only) cannot materialize; its chain skips them.
-EVENT_ASSETS = ["watch_events", "video_watch_daily"]
+EVENT_ASSETS = ["watch_events", "video_watch_daily", "cowatch_pairs"]
 SCORING_ASSETS = ["quality_scores", "flywheel_sampling_weights"]
 LABEL_ASSETS = ["video_labels_7d"]
 LIFT_ASSETS = ["flywheel_lift"]
 RETRAIN_ASSETS = ["training_set", "quality_model", "model_evaluation"]
+# Co-watch embeddings: weekly beside the quality model; daily once a week's tower exists.
+CDML_ASSETS = ["cdml_model", "cdml_evaluation"]
+RELATED_ASSETS = ["video_cdml_embeddings", "related_videos"]
 
 daily_chain_job = dg.define_asset_job(
     "daily_chain",
-    selection=FEATURE_ASSETS + SCORING_ASSETS,
+    selection=FEATURE_ASSETS + SCORING_ASSETS + RELATED_ASSETS,
     # Runs with a GPU step carry this tag: the production run queue limits them (deploy/).
     tags={"vq/gpu": "true"},
-    description="A landed day: ingest, partials, embeddings, creator features, scores, weights.",
+    description="A landed day: ingest, partials, co-watch, embeddings, creator features, "
+    "scores, weights, CDML vectors and related videos.",
 )
 labels_job = dg.define_asset_job(
     "labels",
@@ -43,6 +49,12 @@ retrain_job = dg.define_asset_job(
     selection=RETRAIN_ASSETS,
     tags={"vq/gpu": "true"},
     description="The week's training set, model (through the promotion gate) and evaluation.",
+)
+cdml_job = dg.define_asset_job(
+    "cdml",
+    selection=CDML_ASSETS,
+    tags={"vq/gpu": "true"},
+    description="The week's CDML tower (co-watch embeddings) and its held-out evaluation.",
 )
 
 daily_schedule = dg.build_schedule_from_partitioned_job(
@@ -61,6 +73,20 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     week = context.scheduled_execution_time.date().isoformat()
     return dg.RunRequest(run_key=f"retrain-{week}", partition_key=week)
+
+
+@dg.schedule(
+    job=cdml_job,
+    cron_schedule="0 4 * * 0",
+    execution_timezone="UTC",
+    description="Weekly CDML tower at the start of each week (Sunday 04:00 UTC), on lakes with "
+    "watch events (co-watch needs them).",
+)
+def cdml_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+    week = context.scheduled_execution_time.date().isoformat()
+    if not events_landed(lake.get_lake()):
+        return dg.SkipReason("the lake has no watch_events landing: no co-watch to learn from")
+    return dg.RunRequest(run_key=f"cdml-{week}", partition_key=week)
 
 
 def feature_assets(events: bool) -> list[str]:
@@ -103,6 +129,12 @@ def first_model_week(lake) -> str | None:
     return promoted[0].week if promoted else None
 
 
+def first_cdml_week(lake) -> str | None:
+    """The first week with a CDML tower: days from then on get vectors and related lists."""
+    weeks = lake.list_days(lake.asset_dir("cdml_model"))
+    return weeks[0] if weeks else None
+
+
 def plan_requests(
     landed: list[str],
     partials_done: set[str],
@@ -110,6 +142,7 @@ def plan_requests(
     *,
     weights_done: set[str] = frozenset(),
     scoring_from: str | None = None,
+    related_from: str | None = None,
     events: bool = True,
     videos_done: set[str] = frozenset(),
     stats_landed: set[str] = frozenset(),
@@ -120,8 +153,10 @@ def plan_requests(
     anyway); a day that lands late is picked up whenever its markers appear. A day whose
     markers land before the day is over (its daily partition does not exist yet) waits until
     it is, rather than failing the tick. The chain scores a day only from `scoring_from` (the
-    first promoted model's week) on. Label day L is requested once the partials of event days
-    L..L+7 are all materialized, with the flywheel lift when L's sampling weights exist.
+    first promoted model's week) on, and gets CDML vectors and related videos from
+    `related_from` (the first CDML tower's week) on. Label day L is requested once the
+    partials of event days L..L+7 are all materialized, with the flywheel lift when L's
+    sampling weights exist.
 
     On a lake without watch events (`events=False`) the chain leaves out `EVENT_ASSETS`, and
     label day L is requested once its videos are ingested (`videos_done`) and the daily stats of
@@ -135,6 +170,8 @@ def plan_requests(
         if day in chain or last_day is None or day > last_day:
             continue
         scoring = SCORING_ASSETS if scoring_from is not None and day >= scoring_from else []
+        if related_from is not None and day >= related_from:
+            scoring = scoring + RELATED_ASSETS
         requests.append(
             dg.RunRequest(
                 run_key=f"chain-{day}",
@@ -189,6 +226,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
         cursor,
         weights_done=done("flywheel_sampling_weights"),
         scoring_from=first_model_week(lk),
+        related_from=first_cdml_week(lk),
         events=events,
         videos_done=set() if events else done("raw_videos"),
         stats_landed=set() if events else daily_stats_days(lk),
@@ -213,7 +251,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
 
 
 defs = dg.Definitions(
-    jobs=[daily_chain_job, labels_job, retrain_job],
-    schedules=[daily_schedule, retrain_schedule],
+    jobs=[daily_chain_job, labels_job, retrain_job, cdml_job],
+    schedules=[daily_schedule, retrain_schedule, cdml_schedule],
     sensors=[landing_sensor],
 )

@@ -85,6 +85,10 @@ K8S_WATCH_DAILY_TAGS = k8s_tags(cpu="2", memory="2560Mi", memory_limit="5Gi")
 K8S_LABELS_TAGS = k8s_tags(cpu="1", memory="1Gi", memory_limit="2Gi")
 # creator_features: creator history over every closed label day (grows with history).
 K8S_CREATOR_FEATURES_TAGS = k8s_tags(cpu="1", memory="1536Mi", memory_limit="3Gi")
+# retrieval_prior: the content vectors of PRIOR_CORPUS_DAYS labelled days in memory (~2 KiB per
+#   video at BLIP's 256+256 dims: 12,500 videos x 28 days ~ 0.7 GiB, about twice that while the
+#   content matrix is built) and the exact search's 256 MiB score blocks.
+K8S_RETRIEVAL_PRIOR_TAGS = k8s_tags(cpu="2", memory="4Gi", memory_limit="8Gi")
 # training_set: joins TRAINING_DAYS of embeddings (~0.9 GiB of vectors, above), labels and
 #   creator features into one table held in memory, written once.
 K8S_TRAINING_SET_TAGS = k8s_tags(cpu="2", memory="4Gi", memory_limit="8Gi")

@@ -50,6 +50,7 @@ def quality_scores(
     raw_videos: PartitionFiles,
     video_embeddings: PartitionFiles,
     creator_features: PartitionFiles,
+    retrieval_prior: PartitionFiles,
 ):
     """Predictions for every video created on D, by the model that was production as of D:
     the latest weekly model, trained on labels closed before its week began, that passed the
@@ -66,8 +67,12 @@ def quality_scores(
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
         video_embeddings.register(con, "embeddings")
         creator_features.register(con, "creator")
+        retrieval_prior.register(con, "prior")
         videos = con.sql("SELECT count(*) FROM videos").fetchall()[0][0]
-        batches = joined_batches(con, with_labels=False, batch_rows=config.batch_rows)
+        # A model trained before the prior existed reads only its own groups (NetworkConfig).
+        batches = joined_batches(
+            con, with_labels=False, batch_rows=config.batch_rows, with_prior=True
+        )
         scores = score_batches(batches, model, record.model_version, config.weights)
     have = [t for t in tasks.catalogue() if t.name in model.config.tasks]
     finite = all(np.isfinite(scores[t.prediction].to_numpy()).all() for t in have)

@@ -12,6 +12,7 @@ from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import Lake, PartitionFiles
 from vq_assets.core.model import features, registry
 from vq_assets.core.model.retrain import retrain_week
+from vq_assets.core.model.retrieval import without_neighbours
 from vq_assets.core.model.settings import RUNTIME_FIELDS, ModelShape, TrainSettings
 from vq_assets.core.sources.simulator import expected_labels
 from vq_assets.defs.config import DerivedConfig, config_from
@@ -27,7 +28,13 @@ from vq_assets.resources import DeviceResource, DuckDBResource, LakeResource, Ml
 
 TRAINING_INS = {
     name: dg.AssetIn(partition_mapping=TRAINING_DAYS)
-    for name in ("raw_videos", "video_embeddings", "creator_features", "video_labels_7d")
+    for name in (
+        "raw_videos",
+        "video_embeddings",
+        "creator_features",
+        "retrieval_prior",
+        "video_labels_7d",
+    )
 }
 
 
@@ -45,17 +52,19 @@ def training_set(
     raw_videos: PartitionFiles,
     video_embeddings: PartitionFiles,
     creator_features: PartitionFiles,
+    retrieval_prior: PartitionFiles,
     video_labels_7d: PartitionFiles,
 ) -> dg.Output:
     """One row per video of the label days complete when week W starts (D <= S - 8), joining
-    labels, embeddings and point-in-time creator features; split by time into
-    train / validation / test days."""
+    labels, embeddings, point-in-time creator features and the retrieval prior; split by time
+    into train / validation / test days."""
     with duckdb.connect() as con:
         raw_videos.register(con, "videos", VIDEOS_SCHEMA)
         video_embeddings.register(con, "embeddings")
         creator_features.register(con, "creator")
+        retrieval_prior.register(con, "prior")
         video_labels_7d.register(con, "labels", LABELS_SCHEMA)
-        rows = features.joined_rows(con, with_labels=True)
+        rows = features.joined_rows(con, with_labels=True, with_prior=True)
         labelled = con.sql("SELECT count(*) FROM labels").fetchall()[0][0]
     table, days_by_split = features.with_time_split(rows)
     split = np.asarray(table.column("split").to_pylist())
@@ -69,6 +78,8 @@ def training_set(
             ),
             "days_by_split": dg.MetadataValue.json(days_by_split),
             "labelled_videos_without_features": labelled - table.num_rows,
+            # Their retrieval group is zeros and `missing` (e.g. the world's first 8 days).
+            "rows_without_retrieval_neighbours": int(without_neighbours(table).sum()),
         },
     )
 

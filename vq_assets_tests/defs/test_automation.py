@@ -303,7 +303,8 @@ def test_without_watch_events_labels_wait_for_seven_days_of_daily_stats(tmp_path
     chain = by_job(data, "daily_chain")
     assert [r.partition_key for r in chain] == days("2026-01-01", 3)
     assert all(
-        selection(r) == sorted(set(FEATURE_ASSETS) - {"watch_events", "video_watch_daily"})
+        selection(r)
+        == sorted(set(FEATURE_ASSETS) - {"watch_events", "video_watch_daily", "cowatch_pairs"})
         for r in chain
     )
     # Every window D..D+6 of days 1..3 holds day 3: nothing to label yet.

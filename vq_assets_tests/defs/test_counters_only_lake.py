@@ -232,7 +232,7 @@ def test_a_job_that_runs_the_event_assets_anyway_skips_them_with_a_word(counters
     selection = [dg.AssetKey(a) for a in ("raw_videos", *EVENT_ASSETS)]
     result = daemon.launch("daily_chain", day, selection)
     skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
-    assert skipped == {"video_watch_daily"}  # nothing upstream to read
+    assert skipped == {"video_watch_daily", "cowatch_pairs"}  # nothing upstream to read
     evaluations = result.get_asset_check_evaluations()
     (check,) = [c for c in evaluations if c.asset_key == dg.AssetKey("watch_events")]
     assert check.passed and "no watch_events landing" in check.metadata["skipped"].value
@@ -248,3 +248,7 @@ def test_a_job_that_runs_the_event_assets_anyway_skips_them_with_a_word(counters
     assert not alone.asset_materializations_for_node("video_watch_daily")
     messages = [e.user_message for e in daemon.instance.all_logs(alone.run_id)]
     assert any("labels come from video_daily_stats" in (m or "") for m in messages)
+    alone = daemon.launch("daily_chain", day, [dg.AssetKey("cowatch_pairs")])
+    assert not alone.asset_materializations_for_node("cowatch_pairs")
+    messages = [e.user_message for e in daemon.instance.all_logs(alone.run_id)]
+    assert any("no co-watch for" in (m or "") for m in messages)

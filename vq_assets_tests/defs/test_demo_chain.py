@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake.store import Lake
-from vq_assets.core.model import registry
+from vq_assets.core.model import registry, tasks
 from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
@@ -87,6 +87,16 @@ def test_mlflow_registry_and_evaluation(replayed):
     }
     stem = "val_e_num_full_watch_SpearmanGap"
     assert gap[f"{stem}_ci95_low"] <= gap[stem] <= gap[f"{stem}_ci95_high"]
+    # The retrieval prior's value: the model against the same recipe without it, per task.
+    assert ("ablation", "with_retrieval") in sections
+    gain = {
+        r["metric"]: r["value"]
+        for r in evaluation
+        if (r["section"], r["variant"]) == ("retrieval_prior", "both_language_length")
+    }
+    for task in tasks.catalogue():
+        stem = f"val_{task.stem}_SpearmanGap"
+        assert gain[f"{stem}_ci95_low"] <= gain[stem] <= gain[f"{stem}_ci95_high"], task.name
     demo = _read(lake, "model_evaluation_demo", "2026-01-25")
     assert demo.num_rows == 20
     client = MlflowClient(defs.resources["mlflow_tracking"].tracking_uri)
@@ -132,6 +142,7 @@ def test_ui_plots_get_float_metadata(replayed):
         )
         assert low <= gap <= high
         assert 0 < evaluation[f"{task}.share_of_best"].value < 1.5
+        assert isinstance(evaluation[f"{task}.retrieval_gain"], dg.FloatMetadataValue)
     assert evaluation["skips.mae"].value > 0 and evaluation["skip_rate.calibration"].value > 0
     model = metadata("quality_model")
     assert isinstance(model["best_val_loss"], dg.FloatMetadataValue)

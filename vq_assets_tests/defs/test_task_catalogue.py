@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import registry, tasks
+from vq_assets.core.model.features import FULL_MODEL
 from vq_assets.core.serving.flywheel import quality_score
 from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
@@ -65,8 +66,8 @@ def test_the_toy_task_gets_a_head_metrics_and_baselines(replayed):
     evaluation = pq.read_table(lake.asset_file("model_evaluation", WEEK)).to_pylist()
     by = {(r["section"], r["variant"], r["slice"], r["metric"]): r["value"] for r in evaluation}
     for metric in ("MAE", "log1p_R2", "SpearmanCorr", "count", "loss"):
-        assert ("model", "both_language_length", "all", f"val_e_likes_7d_{metric}") in by
-    assert np.isfinite(by[("model", "both_language_length", "all", "val_e_likes_7d_loss")])
+        assert ("model", FULL_MODEL, "all", f"val_e_likes_7d_{metric}") in by
+    assert np.isfinite(by[("model", FULL_MODEL, "all", "val_e_likes_7d_loss")])
     assert ("baseline", "lightgbm", "all", "val_e_likes_7d_SpearmanCorr") in by
     assert ("model_vs_baseline", "lightgbm", "all", "val_e_likes_7d_SpearmanGap") in by
     assert ("best_achievable", "simulator_truth", "all", "e_likes_7d_SpearmanCorr") in by

@@ -23,6 +23,7 @@ DUCKDB_ASSETS = [
     "video_watch_daily",
     "video_labels_7d",
     "creator_features",
+    "retrieval_prior",
     "training_set",
 ]
 

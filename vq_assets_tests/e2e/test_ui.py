@@ -35,6 +35,10 @@ CHROMIUM = shutil.which("chromium")
 
 CHAIN = [
     "raw_videos",
+    "cowatch_pairs",
+    "cdml_model",
+    "related_videos",
+    "retrieval_prior",
     "watch_events",
     "video_watch_daily",
     "video_labels_7d",
@@ -231,7 +235,7 @@ def chromium(url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess
         "--no-first-run",
         "--disable-sync",
         f"--user-data-dir={profile}",
-        "--window-size=1600,1000",
+        "--window-size=2400,2400",
         "--virtual-time-budget=15000",
         *mode,
         url,
@@ -332,7 +336,7 @@ def test_ui_shows_the_chain_and_materialises_a_partition(tmp_path):
         assert not missing, f"not drawn on the asset graph: {missing}; drawn: {labels}"
         assert "Global asset lineage" in dom
         with Image.open(shot) as image:
-            assert image.size == (1600, 1000)
+            assert image.size == (2400, 2400)
             # A rendered graph, not a blank page: many distinct colours.
             assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
 

@@ -1,5 +1,6 @@
 """The evaluation of DESIGN §6 as tidy rows ``(section, variant, slice, metric, value)``: the
-model, its feature ablation, the baselines and the model's Spearman gap to each, slices by
+model, its feature ablation, the baselines and the model's Spearman gap to each, the value of
+the retrieval-augmented prior (the model's gap to its ablation arm without it), slices by
 language and duration, the best achievable (simulated lakes) and the demo lists."""
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from vq_assets.core.evaluation.metrics import spearman, spearman_gap, task_metri
 from vq_assets.core.evaluation.variants import split_of, test_metrics, train_variant
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
-from vq_assets.core.model.features import ABLATIONS, DURATION_EDGES_S, FULL_MODEL, to_dataset
+from vq_assets.core.model.features import (
+    ABLATIONS,
+    DURATION_EDGES_S,
+    FULL_MODEL,
+    WITHOUT_RETRIEVAL,
+    to_dataset,
+)
 from vq_assets.core.model.inference import LoadedModel
 from vq_assets.core.model.settings import ModelShape, TrainSettings
 
@@ -159,8 +166,15 @@ def evaluate_all(
             rows += metric_rows("ablation", ablation, metrics)
             continue
         log.info("ablation: training %s", ablation)
-        variant, _ = test_metrics(train_variant(data, split, ablation, shape, settings), test)
+        variant, variant_preds = test_metrics(
+            train_variant(data, split, ablation, shape, settings), test
+        )
         rows += metric_rows("ablation", ablation, variant)
+        # The prior's value: the model against the same recipe without it, on the same rows.
+        # A model trained before the prior existed (or on data without it) has nothing to gain.
+        if ablation == WITHOUT_RETRIEVAL and "retrieval" in full.config.groups:
+            gains = spearman_gaps(preds, variant_preds, test, settings.seed)
+            rows += metric_rows("retrieval_prior", ablation, gains)
 
     nan_losses = dict.fromkeys(tasks.names(), float("nan"))
     baselines = {
@@ -189,7 +203,8 @@ def evaluate_all(
 def headline_metrics(rows: list[dict]) -> dict[str, float]:
     """The numbers a user follows week over week, flat (Dagster charts float metadata across
     partitions): per task the model's test Spearman, its gap to LightGBM with the 95% interval,
-    MAE (counts), calibration (rates) or accuracy and QWK (classes), and its share of the best
+    the retrieval prior's gain with its 95% interval (when the model has the prior), MAE
+    (counts), calibration (rates) or accuracy and QWK (classes), and its share of the best
     achievable (simulated lakes). Tasks the model left out are absent."""
     value = {
         (r["section"], r["variant"], r["metric"]): r["value"] for r in rows if r["slice"] == "all"
@@ -211,6 +226,9 @@ def headline_metrics(rows: list[dict]) -> dict[str, float]:
             out[f"{name}.{key}"] = value.get(
                 ("model_vs_baseline", "lightgbm", gap + end), float("nan")
             )
+            gain = value.get(("retrieval_prior", WITHOUT_RETRIEVAL, gap + end))
+            if gain is not None:
+                out[f"{name}.retrieval_gain{end}"] = gain
         qualities = [task.behaviour.quality_metric] + (["QWK"] if task.kind == "ordinal" else [])
         for quality in qualities:
             out[f"{name}.{quality.lower()}"] = value.get(

@@ -31,8 +31,10 @@ def train_variant(
     settings: TrainSettings,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
-    """The model restricted to the ablation's feature groups (those the data has)."""
-    return train_model(data, split, groups_for(ablation, data), shape, settings, on_epoch)
+    """The model restricted to the ablation's feature groups (those the data has, and that vary
+    over the training rows)."""
+    groups = groups_for(ablation, data, split == "train")
+    return train_model(data, split, groups, shape, settings, on_epoch)
 
 
 def test_metrics(

@@ -3,8 +3,9 @@
 The same join and the same encoding serve training (`training_set`) and scoring
 (`quality_scores`), so a feature can never mean one thing at training time and another when a new
 video is scored. Every column here is known when the video is created: its own row, its media
-embeddings, and creator history that the point-in-time `creator_features` asset already cut at the
-day's start.
+embeddings, creator history that the point-in-time `creator_features` asset already cut at the
+day's start, and the outcomes of its nearest earlier videos whose label windows had closed by
+then (the `retrieval_prior` asset, `retrieval.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vq_assets.core.labels.windows import LABEL_COLUMNS
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
 from vq_assets.core.model.popularity import COMPONENTS
+from vq_assets.core.model.retrieval import prior_columns, retrieval_matrix
 
 # Index 0 = unknown (null), last = any other ISO-639-1 code: the cardinality never changes.
 LANGUAGES = ("en", "es", "pt", "id", "ja", "ko", "ar", "hi", "fr", "de", "ru", "tr", "vi", "th")
@@ -47,27 +49,36 @@ CREATOR_FEATURES = (
     "prior_mean_engagement_rate",
 )
 
-# Feature groups per ablation (DESIGN §6); the full model is the last.
+# Feature groups per ablation (DESIGN §6); the full model is the last. The arm before it is the
+# full model without the retrieval-augmented prior: `model_evaluation` measures the prior's
+# value as the difference of the two.
+_WITHOUT_RETRIEVAL = ("image_emb", "text_emb", "creator", "length", *CATEGORICAL)
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "embeddings_only": ("image_emb", "text_emb"),
     "creator_only": ("creator",),
     "both": ("image_emb", "text_emb", "creator"),
-    "both_language_length": ("image_emb", "text_emb", "creator", "length", *CATEGORICAL),
+    "both_language_length": _WITHOUT_RETRIEVAL,
+    "with_retrieval": (*_WITHOUT_RETRIEVAL, "retrieval"),
 }
-FULL_MODEL = "both_language_length"
+FULL_MODEL = "with_retrieval"
+WITHOUT_RETRIEVAL = "both_language_length"
 
 
-def joined_rows(con: duckdb.DuckDBPyConnection, *, with_labels: bool) -> pa.Table:
-    """One row per video from views `videos`, `embeddings`, `creator` (and `labels`).
+def joined_rows(
+    con: duckdb.DuckDBPyConnection, *, with_labels: bool, with_prior: bool = False
+) -> pa.Table:
+    """One row per video from views `videos`, `embeddings`, `creator` (and `labels`; and, with
+    `with_prior`, the retrieval prior's columns from view `prior`).
 
     Videos without an embedding row or a creator-feature row are dropped by the inner join; the
-    caller reports how many.
+    caller reports how many. The prior is left-joined: a video without a prior row keeps its row
+    with null prior columns (``retrieval_matrix`` marks it missing).
     """
-    return con.sql(_joined_query(with_labels)).to_arrow_table()
+    return con.sql(_joined_query(with_labels, with_prior)).to_arrow_table()
 
 
 def joined_batches(
-    con: duckdb.DuckDBPyConnection, *, with_labels: bool, batch_rows: int
+    con: duckdb.DuckDBPyConnection, *, with_labels: bool, batch_rows: int, with_prior: bool = False
 ) -> Iterator[pa.Table]:
     """``joined_rows`` as tables of at most ``batch_rows`` rows, each sorted by
     ``(created_at, video_id)`` but in no order between them (the caller sorts the small result).
@@ -78,7 +89,7 @@ def joined_batches(
     build on the embeddings (equal row counts), so its join-order and build-side optimizers
     are off for this query only.
     """
-    query = _joined_query(with_labels, embeddings_first=True)
+    query = _joined_query(with_labels, with_prior, embeddings_first=True)
     con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
     reader = None
     try:
@@ -93,7 +104,7 @@ def joined_batches(
         con.execute("RESET disabled_optimizers")
 
 
-def _joined_query(with_labels: bool, embeddings_first: bool = False) -> str:
+def _joined_query(with_labels: bool, with_prior: bool, embeddings_first: bool = False) -> str:
     creator_cols = ", ".join(
         f"c.{c}"
         for c in (
@@ -105,22 +116,25 @@ def _joined_query(with_labels: bool, embeddings_first: bool = False) -> str:
         )
     )
     label_cols = "".join(f", l.{c}" for c in LABEL_COLUMNS) if with_labels else ""
+    prior_cols = "".join(f", r.{c}" for c in prior_columns()) if with_prior else ""
     select = f"""
         SELECT v.video_id, v.creator_id, v.created_at,
                CAST(v.created_at AS DATE) AS day,
                v.duration_s, v.language, v.caption,
                e.image_emb, e.text_emb, e.media_status,
-               {creator_cols}{label_cols}
+               {creator_cols}{label_cols}{prior_cols}
         """
     labels = " JOIN labels l USING (video_id)" if with_labels else ""
+    prior = " LEFT JOIN prior r USING (video_id)" if with_prior else ""
     if embeddings_first:
         return f"""{select}
         FROM embeddings e JOIN videos v USING (video_id) JOIN creator c USING (video_id){labels}
+        {prior}
         """
     return f"""{select}
         FROM videos v{labels}
         JOIN embeddings e USING (video_id)
-        JOIN creator c USING (video_id)
+        JOIN creator c USING (video_id){prior}
         ORDER BY v.created_at, v.video_id
         """
 
@@ -215,6 +229,8 @@ def to_dataset(table: pa.Table) -> QualityDataset:
         "hour": np.array([c.hour for c in created], np.int64),
         "weekday": np.array([c.weekday() for c in created], np.int64),
     }
+    if "n_neighbours" in table.column_names:  # joined with the retrieval prior
+        features["retrieval"] = retrieval_matrix(table)
     features = {k: v for k, v in features.items() if v.ndim == 1 or v.shape[1] > 0}
     if "plays" not in table.column_names:
         return QualityDataset(features=features)
@@ -228,9 +244,25 @@ def to_dataset(table: pa.Table) -> QualityDataset:
     return QualityDataset(features, targets, _col(table, "plays"), counters)
 
 
-def groups_for(ablation: str, dataset: QualityDataset) -> tuple[str, ...]:
-    """The ablation's groups that the data has (a text-only encoder has no image group)."""
-    return tuple(g for g in ABLATIONS[ablation] if g in dataset.features)
+def groups_for(
+    ablation: str, dataset: QualityDataset, rows: np.ndarray | None = None
+) -> tuple[str, ...]:
+    """The ablation's groups that the data has (a text-only encoder has no image group).
+
+    With `rows` (the training rows), a dense group constant over them is left out too: the
+    network can learn nothing from it, and where it varies later its untrained projection only
+    adds noise (the retrieval prior is missing on every row of a world's first 8 days, so a
+    first model trained on those days alone must not take it)."""
+
+    def varies(values: np.ndarray) -> bool:
+        if rows is None or values.ndim == 1:
+            return True
+        x = np.nan_to_num(values[rows])
+        return bool(len(x)) and bool((x != x[0]).any())
+
+    return tuple(
+        g for g in ABLATIONS[ablation] if g in dataset.features and varies(dataset.features[g])
+    )
 
 
 def label_days_for_week(week_start: str, n_days: int, first_day: str) -> list[str]:

@@ -103,6 +103,16 @@ def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
+def list_width(table: pa.Table, name: str) -> int:
+    """Width of a list column's vectors (a DuckDB result turns fixed-size lists into plain
+    ones); 0 when no row has one."""
+    kind = table.schema.field(name).type
+    if pa.types.is_fixed_size_list(kind):
+        return kind.list_size
+    widths = pc.list_value_length(table.column(name)).drop_null()
+    return int(pc.max(widths).as_py() or 0) if len(widths) else 0
+
+
 def content_from_table(table: pa.Table) -> ContentMatrix:
     """`content_matrix` of a table with columns image_emb, text_emb, duration_s, language and
     optionally has_image, has_text (the `video_embeddings` rows joined to `raw_videos`)."""
@@ -124,3 +134,25 @@ def content_from_table(table: pa.Table) -> ContentMatrix:
         has_image=flag("has_image", image_valid),
         has_text=flag("has_text", text_valid),
     )
+
+
+def raw_vectors(content: ContentMatrix, image_dim: int) -> np.ndarray:
+    """The encoders' own vectors as one unit vector per video: [image / |image|, text / |text|]
+    over sqrt(2) (a missing side is zeros), or zeros where the video has no content.
+
+    What "cosine on the raw content vectors" means (the CDML baseline, and the similarity of
+    the retrieval-augmented prior): each side counts equally, and duration and language, which
+    are not embeddings, stay out.
+    """
+    x = content.features
+    text_dim = x.shape[1] - content_dim(image_dim, 0)
+    image = x[:, :image_dim]
+    text = x[:, image_dim + 1 : image_dim + 1 + text_dim]
+
+    def unit(side: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(side, axis=1, keepdims=True)
+        return side / np.where(norm > 0, norm, 1.0)
+
+    both = np.concatenate([unit(image), unit(text)], axis=1)
+    norm = np.linalg.norm(both, axis=1, keepdims=True)
+    return (both / np.where(norm > 0, norm, 1.0)).astype(np.float32)

@@ -36,6 +36,7 @@ METRICS_SCHEMA = pa.schema(
         ("ndcg", pa.float64()),
         ("queries", pa.int64()),
         ("queries_without_cowatch", pa.int64()),
+        ("same_topic_share", pa.float64()),  # NaN without topics
     ]
 )
 
@@ -146,9 +147,11 @@ def compare_methods(
     k: int = 20,
     exclude_ids: Iterable[str] = (),
     graded: bool = False,
+    topics: Mapping[str, str | None] | None = None,
 ) -> pa.Table:
     """METRICS_SCHEMA, one row per method of `vectors` ({name: [n, d]}, rows of `video_ids`;
-    each is L2-normalised, so raw content is compared by cosine).
+    each is L2-normalised, so raw content is compared by cosine). With `topics` (video id ->
+    topic, the simulator's truth), the same-topic share of each method's top k.
 
     `groups` holds one (query rows, candidate rows) per held-out day, so that each day's
     queries are ranked among that day's eligible candidates; `pairs` are the held-out
@@ -187,6 +190,9 @@ def compare_methods(
                 "ndcg": m.ndcg,
                 "queries": m.queries,
                 "queries_without_cowatch": m.queries_without_cowatch,
+                "same_topic_share": (
+                    same_topic_share(related, topics, k) if topics else float("nan")
+                ),
             }
         )
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)

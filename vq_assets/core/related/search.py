@@ -22,9 +22,11 @@ import torch
 Method = Literal["exact", "ann", "auto"]
 
 DEFAULT_K = 50
-# `auto` searches exactly up to this many candidates: 200k queries x 250k candidates x 64 dims
-# is ~3e12 multiply-adds, minutes on a few cores; past it the ANN index wins by a wide margin.
-EXACT_MAX_CORPUS = 250_000
+# `auto` searches exactly up to this many candidates (256 MiB of 64-d vectors per million).
+# A day's queries are the day's new videos, about 1/28 of the corpus: at 1M candidates
+# (35.7k queries) exact search takes ~2 min on 2 cores against ~8 min for an HNSW build plus
+# its searches (bench/related_videos.py), so the index pays only at several million.
+EXACT_MAX_CORPUS = 4_000_000
 DEFAULT_MEMORY_BYTES = 256 * 2**20
 
 RELATED_SCHEMA = pa.schema(

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import tasks
 
 ArrayLike = np.ndarray | pa.Array | pa.ChunkedArray | Sequence
@@ -122,6 +123,18 @@ def exclusions(
         if len(flagged) != len(out):
             raise ValueError(f"exclusions: {len(flagged)} flags for {len(out)} videos")
         out |= flagged.astype(bool)
+    return out
+
+
+def flagged_ids(lake: Lake, days: Iterable[str]) -> set[str]:
+    """Ids of videos flagged true in `<lake>/landing/video_flags/dt=D/*.parquet` (columns
+    video_id, flagged) over `days`: the guardrail list of a serving step."""
+    out: set[str] = set()
+    for day in days:
+        for f in lake.list_files(lake.landing_dir("video_flags", day)):
+            flags = lake.read_table(f, ["video_id", "flagged"])
+            keep = pc.fill_null(flags.column("flagged").cast(pa.bool_()), False)
+            out.update(flags.column("video_id").filter(keep).to_pylist())
     return out
 
 

@@ -11,6 +11,7 @@ from vq_assets.core.related.content import (
     content_dim,
     content_from_table,
     content_matrix,
+    raw_vectors,
 )
 
 
@@ -58,3 +59,15 @@ def test_from_table_with_null_and_flagged_rows():
     # image, has_image, has_text, log1p(duration), then the language: "zz" is "other".
     assert cm.features[0, dim + 3 + len(LANGUAGES) + 1] == 1.0
     assert not cm.features[3].any()  # no content: the row is all zeros
+
+
+def test_raw_vectors_weigh_each_side_equally():
+    image = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]], np.float32)
+    text = np.array([[10.0], [2.0], [0.0]], np.float32)
+    cm = content_matrix(image, text, np.array([30.0, 5.0, 1.0]), ["en", "ja", None])
+    raw = raw_vectors(cm, image_dim=2)
+    assert raw.shape == (3, 3)
+    s = 1 / math.sqrt(2)
+    np.testing.assert_allclose(raw[0], [0.6 * s, 0.8 * s, s], rtol=1e-6)  # sides equal, unit
+    np.testing.assert_allclose(raw[1], [0.0, 0.0, 1.0])  # text only; duration/language out
+    assert not raw[2].any()  # no content: zeros

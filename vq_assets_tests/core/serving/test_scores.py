@@ -12,6 +12,7 @@ from vq_assets.core.model import tasks
 from vq_assets.core.model.features import joined_batches, joined_rows, to_dataset
 from vq_assets.core.model.inference import LoadedModel
 from vq_assets.core.model.popularity import CLASSES
+from vq_assets.core.model.retrieval import prior_columns, prior_labels
 from vq_assets.core.model.settings import ModelShape, TrainSettings
 from vq_assets.core.model.train import train_model
 from vq_assets.core.serving.scores import score_batches, score_videos
@@ -150,3 +151,52 @@ def test_joined_batches_stream_the_same_rows_and_leave_the_connection_as_it_was(
         next(stream)
         stream.close()
         assert con.sql("SELECT current_setting('disabled_optimizers')").fetchall() == [("",)]
+
+
+def _prior(rows: pa.Table) -> pa.Table:
+    """A `retrieval_prior` table for `rows` less its first two videos; the third found no
+    neighbour (nulls, as for a video without content)."""
+    n = rows.num_rows - 2
+    rng = np.random.default_rng(9)
+    found = np.arange(n) != 0
+    cols = {
+        "video_id": rows["video_id"].slice(2),
+        "n_neighbours": pa.array(np.where(found, 20, 0), pa.int32()),
+        **{
+            c: pa.array(rng.uniform(0, 1, n), pa.float64(), mask=~found)
+            for c in prior_columns()
+            if c != "n_neighbours"
+        },
+    }
+    return pa.table(cols)
+
+
+def test_the_prior_is_left_joined_and_its_gaps_become_zeros_and_missing() -> None:
+    rows = _rows(30, 6, with_labels=False)
+    with duckdb.connect() as con:
+        _views(con, rows)
+        con.register("prior", _prior(rows))
+        joined = joined_rows(con, with_labels=False, with_prior=True)
+        plain = joined_rows(con, with_labels=False)
+    assert joined["video_id"].to_pylist() == plain["video_id"].to_pylist()  # no row dropped
+    group = to_dataset(joined).features["retrieval"]
+    assert group.dtype == np.float32 and group.shape == (29, len(prior_columns()) + 1)
+    assert np.isfinite(group).all()
+    missing = group[:, len(prior_labels())]
+    # The creator join drops video 0; video 1 has no prior row, video 2 no neighbour.
+    assert missing.tolist() == [1.0, 1.0] + [0.0] * 27
+    assert not group[:2, : len(prior_labels())].any()
+    assert "retrieval" not in to_dataset(plain).features
+
+
+def test_a_model_without_the_retrieval_group_scores_rows_joined_with_the_prior(model) -> None:
+    assert "retrieval" not in model.config.groups  # trained on rows without the prior
+    rows = _rows(40, 7, with_labels=False)
+    with duckdb.connect() as con:
+        _views(con, rows)
+        con.register("prior", _prior(rows))
+        with_prior = score_batches(
+            joined_batches(con, with_labels=False, batch_rows=16, with_prior=True), model, 1
+        )
+        without = score_batches(joined_batches(con, with_labels=False, batch_rows=16), model, 1)
+    assert with_prior.sort_by("video_id").equals(without.sort_by("video_id"))

@@ -25,17 +25,22 @@ from .world import (
     FULL_ENGAGE,
     LANGUAGES,
     REPLAY_P,
+    SESSION_GAP_US,
+    SESSION_PLAYS,
     SKIP_BETA,
     SKIP_ENGAGE,
     SKIP_MS,
     SLOW_DAYS,
     STREAM_EVENTS,
     TAIL_DAYS,
+    TASTE_SHARE,
     TOPICS,
     Creators,
     DayVideos,
+    Viewers,
     kernel_cdf,
     stream_rng,
+    taste_group,
 )
 
 TRUTH_SCHEMA = pa.schema(
@@ -208,10 +213,39 @@ def daily_stats_table(
 # events
 
 
+def viewers_for(
+    rng: np.random.Generator, viewers: Viewers, ts: np.ndarray, group: np.ndarray, taste: np.ndarray
+) -> np.ndarray:
+    """The viewer of each play: exploration plays go to anyone (heavy viewers, the low numbers,
+    far more often); taste-led plays come in sessions, runs of plays of one taste group close in
+    time (about SESSION_PLAYS each, split at pauses over SESSION_GAP_US), each session watched
+    by one viewer of that group. So viewers who co-watch share a topic and a language."""
+    user = np.floor(viewers.n * rng.random(len(ts)) ** 2).astype(np.int64)
+    led = np.flatnonzero(taste)
+    led = led[np.lexsort((ts[led], group[led]))]
+    g, t = group[led], ts[led]
+    new = np.ones(len(led), bool)
+    new[1:] = (g[1:] != g[:-1]) | (t[1:] - t[:-1] > SESSION_GAP_US)
+    new |= rng.random(len(led)) < 1.0 / SESSION_PLAYS
+    session = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    pick = rng.random(len(starts)) ** 2
+    sizes = np.array([len(m) for m in viewers.members])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    flat = np.concatenate([*viewers.members, [0]])
+    size = sizes[g[starts]]
+    chosen = flat[offsets[g[starts]] + np.floor(size * pick).astype(np.int64)]
+    # A group nobody belongs to (a tiny world) falls back to any viewer.
+    chosen = np.where(size > 0, chosen, np.floor(viewers.n * pick).astype(np.int64))
+    user[led] = chosen[session]
+    return user
+
+
 def events_table(
-    window: list[DayVideos], seed: int, day: int, day_start: int, n_users: int
+    window: list[DayVideos], seed: int, day: int, day_start: int, viewers: Viewers
 ) -> pa.Table:
-    """Plays on `day` of every video in `window` (videos created on this and earlier days)."""
+    """Plays on `day` of every video in `window` (videos created on this and earlier days),
+    each by a viewer of `viewers` (see `viewers_for`)."""
     rng = stream_rng(seed, STREAM_EVENTS, day)
 
     def cat(name: str) -> np.ndarray:
@@ -239,7 +273,9 @@ def events_table(
     # Watch time in integer milliseconds so that skips (< 3 s), partial watches (< duration),
     # exact full watches (== duration) and replays (> duration) are exact after / 1000.
     dur = cat("duration_ms")[vi]
-    skip = rng.random(n) < cat("p_skip")[vi]
+    taste = rng.random(n) < TASTE_SHARE
+    p_skip = np.where(taste, cat("p_skip_taste")[vi], cat("p_skip_explore")[vi])
+    skip = rng.random(n) < p_skip
     full = ~skip & (rng.random(n) < cat("p_full")[vi])
     m = cat("frac_mean")[vi]
     frac = np.minimum(rng.beta(FRACTION_KAPPA * m, FRACTION_KAPPA * (1 - m)), 1 - 1e-9)
@@ -257,8 +293,8 @@ def events_table(
         return pa.array(value, pa.bool_(), mask=rng.random(n) < FLAG_NULL_P)
 
     liked, commented, shared = flag("p_like"), flag("p_comment"), flag("p_share")
-    # Heavy users: low user numbers are drawn far more often.
-    user = np.floor(n_users * rng.random(n) ** 2).astype(np.int64)
+    group = taste_group(cat("topic"), cat("language"))[vi]
+    user = viewers_for(rng, viewers, ts, group, taste)
 
     order = np.argsort(ts, kind="stable")
     order_pa = pa.array(order)

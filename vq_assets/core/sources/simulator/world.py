@@ -87,8 +87,14 @@ EXACT_FULL_P = 0.55  # share of full watches that stop exactly at the end
 REPLAY_P = 0.6  # geometric parameter of extra loops for replays
 SKIP_ENGAGE, FULL_ENGAGE = 0.15, 1.5  # engagement multipliers for skips / full watches
 FLAG_NULL_P = 0.02
+# Viewers' tastes: this share of plays is taste-led (a viewer who likes the topic and speaks the
+# language, in a session of such plays); those are skipped less, the exploration plays more.
+TASTE_SHARE = 0.7
+TASTE_SKIP = 0.8  # logit gap between exploration and taste-led skips
+SESSION_PLAYS = 8  # mean taste-led plays per session
+SESSION_GAP_US = 20 * 60 * 1_000_000  # a longer pause between plays starts a new session
 
-STREAM_CREATORS, STREAM_VIDEOS, STREAM_EVENTS, STREAM_MEDIA = 0, 1, 2, 3
+STREAM_CREATORS, STREAM_VIDEOS, STREAM_EVENTS, STREAM_MEDIA, STREAM_USERS = 0, 1, 2, 3, 4
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -175,6 +181,43 @@ def _join_day(videos_per_day: int, creator: IntArray) -> IntArray:
 
 
 # --------------------------------------------------------------------------------------------
+# viewers
+
+
+@dataclass
+class Viewers:
+    """Viewers with tastes: each speaks one language and likes one or two topics.
+
+    `members[g]` lists (ascending) the viewers of taste group g = topic * len(LANGUAGES) +
+    language: those who like the topic and speak the language. Low viewer numbers are the
+    heavy viewers, inside a group as over all plays. Depends only on (seed, n).
+    """
+
+    n: int
+    language: IntArray
+    fav1: IntArray
+    fav2: IntArray
+    members: list[IntArray]
+
+    @classmethod
+    def make(cls, seed: int, n: int) -> Viewers:
+        rng = stream_rng(seed, STREAM_USERS, 0)
+        nt = len(TOPICS)
+        language = rng.choice(len(LANGUAGES), n, p=LANGUAGE_P)
+        fav1 = rng.integers(0, nt, n)
+        fav2 = np.where(rng.random(n) < 0.7, (fav1 + rng.integers(1, nt, n)) % nt, fav1)
+        members = []
+        for g in range(nt * len(LANGUAGES)):
+            topic, lang = divmod(g, len(LANGUAGES))
+            members.append(np.flatnonzero((language == lang) & ((fav1 == topic) | (fav2 == topic))))
+        return cls(n, language, fav1, fav2, members)
+
+
+def taste_group(topic: IntArray, language: IntArray) -> IntArray:
+    return topic * len(LANGUAGES) + language
+
+
+# --------------------------------------------------------------------------------------------
 # videos
 
 
@@ -199,7 +242,9 @@ class DayVideos:
     exposure_prior: FloatArray  # without the luck of distribution
     fast_days: FloatArray
     tail: FloatArray
-    p_skip: FloatArray
+    p_skip: FloatArray  # per play, over taste-led and exploration plays (their TASTE_SHARE mix)
+    p_skip_taste: FloatArray
+    p_skip_explore: FloatArray
     p_full: FloatArray
     frac_mean: FloatArray
     p_like: FloatArray
@@ -316,6 +361,11 @@ def make_day(
     exposure = mean_plays * np.exp(log_exposure - _EXPO_SHIFT)
     exposure_prior = mean_plays * np.exp(log_exposure_prior - _EXPO_SHIFT)
 
+    # Skips fall with appeal and rise with length, less for viewers who like the topic.
+    skip_logit = -0.9 - 1.1 * appeal + 0.5 * log_dur
+    p_skip_taste = sigmoid(skip_logit - TASTE_SKIP * (1 - TASTE_SHARE))
+    p_skip_explore = sigmoid(skip_logit + TASTE_SKIP * TASTE_SHARE)
+
     caption = _captions(rng, topic, language, hook)
     stamp = (origin + dt.timedelta(days=day)).strftime("%Y%m%d")
     video_id = pa.array([f"v{stamp}{i:07d}" for i in range(n)], pa.string())
@@ -338,8 +388,10 @@ def make_day(
         exposure_prior=exposure_prior,
         fast_days=FAST_DAYS * np.exp(0.25 * rng.standard_normal(n)),
         tail=TOPIC_TAIL[topic],
-        # Skips fall with appeal and rise with length; full watches favour short, appealing videos.
-        p_skip=sigmoid(-0.9 - 1.1 * appeal + 0.5 * log_dur),
+        p_skip=TASTE_SHARE * p_skip_taste + (1 - TASTE_SHARE) * p_skip_explore,
+        p_skip_taste=p_skip_taste,
+        p_skip_explore=p_skip_explore,
+        # Full watches favour short, appealing videos.
         p_full=sigmoid(-0.8 + 1.0 * appeal - 1.0 * log_dur),
         frac_mean=sigmoid(0.2 + 0.8 * appeal - 0.4 * log_dur),
         p_like=sigmoid(-3.7 + 0.9 * appeal),

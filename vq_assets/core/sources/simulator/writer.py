@@ -32,6 +32,7 @@ from .world import (
     TOPICS,
     Creators,
     DayVideos,
+    Viewers,
     day_start_us,
     make_day,
     stream_rng,
@@ -89,7 +90,7 @@ def simulate(
     first = (start - origin).days
     if first < 0:
         raise ValueError(f"start {start} precedes origin {origin}")
-    n_users = max(1_000, videos_per_day * 40)
+    viewers = Viewers.make(seed, max(1_000, videos_per_day * 40))
 
     creators = Creators(seed)
     window: dict[int, DayVideos] = {}
@@ -118,7 +119,7 @@ def simulate(
         videos = videos_table(v, video_uri, cover_uri, creator_ids)
         truth = truth_table(v, creators, creator_ids)
         events = events_table(
-            [window[d] for d in sorted(window)], seed, day, day_start_us(date), n_users
+            [window[d] for d in sorted(window)], seed, day, day_start_us(date), viewers
         )
         if counters is None:
             plays = (lake.landing_dir("watch_events", iso), events)
