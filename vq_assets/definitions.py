@@ -6,7 +6,17 @@ from the environment of the process that loads it (VQ_LAKE, VQ_HOME, VQ_DEPLOYME
 
 import dagster as dg
 
-from vq_assets.defs import automation, embeddings, ingest, labels, prior, related, serving, training
+from vq_assets.defs import (
+    automation,
+    embeddings,
+    experiment,
+    ingest,
+    labels,
+    prior,
+    related,
+    serving,
+    training,
+)
 from vq_assets.defs.k8s import executor_for_deployment
 from vq_assets.resources import resources_for_deployment
 
@@ -20,6 +30,7 @@ def build_definitions() -> dg.Definitions:
         embeddings.defs,
         training.defs,
         serving.defs,
+        experiment.defs,
         related.defs,
         automation.defs,
         dg.Definitions(resources=resources_for_deployment(), executor=executor_for_deployment()),

@@ -1,6 +1,7 @@
 """Serving: daily quality scores (the blending prior), flywheel weights, and their lift."""
 
 import dataclasses
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -104,6 +105,15 @@ def quality_scores(
 
 
 class FlywheelConfig(dg.Config):
+    # "exp": weights ∝ exp(quality_score / T). "thompson": one draw per video of
+    # Normal(quality_score, quality_score_sd) (the ensemble members' spread), then the same
+    # softmax, floor, cap and guardrails, so that videos the model is unsure about get explored.
+    policy: Literal["exp", "thompson"] = "exp"
+    # Thompson's RNG is seeded by (seed, partition day): a rerun of a day draws the same weights.
+    seed: int = 0
+    # Thompson's spread, in quality-score units, for a video without a quality_score_sd (a
+    # single-network model has no member disagreement to measure); a warning says when it's used.
+    fallback_sd: float = 0.5
     temperature: float = 1.0
     epsilon: float = 0.05
     creator_cap: float = 0.05
@@ -127,8 +137,9 @@ def flywheel_sampling_weights(
     lake: LakeResource,
     quality_scores: PartitionFiles,
 ):
-    """Cold-start sampling weights: exp(score / T) mixed with an exploration floor, a
-    per-creator cap on total mass, flagged and excluded videos at exactly 0 (DESIGN §7)."""
+    """Cold-start sampling weights: exp(score / T) (or of a Thompson draw of the score from the
+    ensemble's spread) mixed with an exploration floor, a per-creator cap on total mass, flagged
+    and excluded videos at exactly 0 (DESIGN §7)."""
     day, lk = context.partition_key, lake.get_lake()
     scores = quality_scores.read()
     flag_files = lk.list_files(lk.landing_dir("video_flags", day))
@@ -138,8 +149,18 @@ def flywheel_sampling_weights(
         lookup = dict(zip(flags["video_id"].to_pylist(), flags["flagged"].to_pylist(), strict=True))
         flagged = [lookup.get(v) for v in scores["video_id"].to_pylist()]
     excluded = flywheel.exclusions(scores["video_id"], flagged, config.exclude_video_ids)
-    weights, report = flywheel.sampling_weights(
+    sd = scores["quality_score_sd"] if "quality_score_sd" in scores.column_names else None
+    drawn, policy = flywheel.policy_scores(
+        config.policy,
         scores["quality_score"].to_numpy(),
+        None if sd is None else sd.to_numpy(zero_copy_only=False),
+        flywheel.day_seed(day, config.seed),
+        config.fallback_sd,
+    )
+    if policy.get("videos_with_fallback_sd"):
+        context.log.warning(f"thompson: no quality_score_sd for some videos, used: {policy}")
+    weights, report = flywheel.sampling_weights(
+        drawn,
         scores["creator_id"],
         temperature=config.temperature,
         epsilon=config.epsilon,
@@ -153,7 +174,8 @@ def flywheel_sampling_weights(
     total = float(weights.sum())
     valid = abs(total - 1.0) < 1e-9 and bool((weights[excluded] == 0).all())
     yield dg.Output(
-        table, metadata={PUBLISH: valid, **dataclasses.asdict(report), "weight_sum": total}
+        table,
+        metadata={PUBLISH: valid, **dataclasses.asdict(report), **policy, "weight_sum": total},
     )
     yield dg.AssetCheckResult(
         check_name="weights_sum_to_one",

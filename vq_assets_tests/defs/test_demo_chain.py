@@ -6,12 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import registry, tasks
+from vq_assets.core.serving.experiment import assign_arm
 from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
@@ -148,3 +150,79 @@ def test_ui_plots_get_float_metadata(replayed):
     assert isinstance(model["best_val_loss"], dg.FloatMetadataValue)
     assert isinstance(model["val_loss.skip_rate"], dg.FloatMetadataValue)
     assert isinstance(metadata("raw_videos")["quarantine_share"], dg.FloatMetadataValue)
+
+
+def test_flywheel_experiment_runs_where_arms_exist_and_blocks_on_a_guardrail(replayed):
+    lake, instance, _, defs = replayed
+    day = "2026-01-18"
+    job = defs.resolve_job_def("experiment")
+
+    def run(**tolerances):
+        config = {"resamples": 50, "discoverable_plays": 3, **tolerances}
+        return job.execute_in_process(
+            instance=instance,
+            partition_key=day,
+            raise_on_error=False,
+            run_config={"ops": {"flywheel_experiment": {"config": config}}},
+        )
+
+    without_arms = run()
+    assert not without_arms.success  # most days have no experiment: refused, with the reason
+    users = sorted(
+        {
+            u
+            for d in ("2026-01-18", "2026-01-20", "2026-01-25")
+            for f in lake.list_files(lake.landing_dir("watch_events", d))
+            for u in lake.read_table(f, ["user_id"])["user_id"].to_pylist()
+        }
+    )
+    arms = pa.table({"user_id": users, "arm": assign_arm(users, 0.5, salt="e2e")})
+    lake.write_table(lake.landing_dir("experiment_arms", day), arms)
+
+    loose = run(skip_rate_max_rise=1.0, gini_max_rise=1.0, coverage_max_fall=1.0)
+    assert loose.success
+    (check,) = loose.get_asset_check_evaluations()
+    assert check.passed  # an A/A split: both arms saw the same policy
+    table = _read(lake, "flywheel_experiment", day)
+    rows = {r["metric"]: r for r in table.to_pylist()}
+    assert {"skip_rate", "exposure_gini", "creator_coverage", "discoverable_corpus"} <= set(rows)
+    assert 0 <= rows["skip_rate"]["control"] <= 1
+    assert (
+        rows["skip_rate"]["ci_low"]
+        <= rows["skip_rate"]["difference"]
+        <= rows["skip_rate"]["ci_high"]
+    )
+
+    strict = run(skip_rate_max_rise=-1.0)  # "treatment must cut skips by 100 points": fails
+    (check,) = strict.get_asset_check_evaluations()
+    assert not check.passed
+    assert "REGRESSED" in check.metadata["skip_rate"].value
+
+
+def test_thompson_weights_explore_by_the_ensembles_spread_and_reruns_agree(replayed):
+    lake, instance, _, defs = replayed
+    day = "2026-01-26"
+    scores = _read(lake, "quality_scores", day)
+    sd = scores["quality_score_sd"].to_numpy()
+    assert np.isfinite(sd).all() and (sd > 0).all()  # the production model is an ensemble
+
+    def weights(policy: str) -> tuple[np.ndarray, dict]:
+        result = defs.resolve_job_def("daily_chain").execute_in_process(
+            instance=instance,
+            partition_key=day,
+            asset_selection=[dg.AssetKey("flywheel_sampling_weights")],
+            run_config={"ops": {"flywheel_sampling_weights": {"config": {"policy": policy}}}},
+        )
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.materialization.metadata
+        return _read(lake, "flywheel_sampling_weights", day)["sampling_weight"].to_numpy(), {
+            k: v.value for k, v in metadata.items()
+        }
+
+    first, metadata = weights("thompson")
+    assert metadata["policy"] == "thompson" and metadata["videos_with_fallback_sd"] == 0
+    again, _ = weights("thompson")
+    assert first.tolist() == again.tolist()  # seeded by the day
+    plain, metadata = weights("exp")
+    assert metadata["policy"] == "exp" and not np.allclose(first, plain)
+    assert abs(first.sum() - 1) < 1e-9

@@ -97,6 +97,48 @@ def predict(
     return {t: np.concatenate(c) if c else np.zeros(0) for t, c in chunks.items()}
 
 
+class _Stacked(torch.nn.Module):
+    """Every member's training-space output, stacked: ``{task: [B, members]}``."""
+
+    def __init__(self, model: QualityModel | QualityEnsemble) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        members = self.model.members if isinstance(self.model, QualityEnsemble) else [self.model]
+        outputs = [m(features) for m in members]
+        return {t: torch.stack([o[t] for o in outputs], 1) for t in self.model.config.tasks}
+
+
+class MemberPredictions(NamedTuple):
+    mean: dict[str, np.ndarray]  # {task: [n]} the ensemble's prediction, as ``predict``
+    members: dict[str, np.ndarray]  # {task: [n, members]} each member's, natural units
+
+
+def predict_members(
+    model: QualityModel | QualityEnsemble,
+    normalizer: FeatureNormalizer,
+    dataset: QualityDataset,
+    batch_size: int = 8192,
+) -> MemberPredictions:
+    """``predict`` plus every member's own prediction, from one pass over the rows: the
+    members' disagreement is the model's predictive spread (a single network has one member).
+    The ensemble mean is taken in training space, exactly as ``QualityEnsemble`` does."""
+    loader, device = _eval_loader(model, normalizer, dataset, batch_size, with_labels=False)
+    means: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
+    members: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
+    for outputs, _ in forward(_Stacked(model), loader, device, "fp32"):
+        mean = to_natural_units({t: v.mean(1) for t, v in outputs.items()})
+        for task, values in to_natural_units(outputs).items():
+            members[task].append(values.cpu().numpy().astype(np.float64))
+            means[task].append(mean[task].cpu().numpy().astype(np.float64))
+    width = model.config.shape.members
+    return MemberPredictions(
+        {t: np.concatenate(c) if c else np.zeros(0) for t, c in means.items()},
+        {t: np.concatenate(c) if c else np.zeros((0, width)) for t, c in members.items()},
+    )
+
+
 def evaluate(
     model: QualityModel | QualityEnsemble,
     normalizer: FeatureNormalizer,

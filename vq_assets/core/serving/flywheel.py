@@ -7,7 +7,9 @@ Pure numpy/pyarrow, one creation day at a time:
 2. `percentile_within_day`: the score's percentile in [0, 1] within the day.
 3. `exclusions`: the guardrail mask (flag column + an exclusion list of video ids).
 4. `sampling_weights`: softmax(score / T), mixed with an exploration floor ε, then a per-creator
-   cap on total mass; excluded videos get exactly 0. Sums to 1.
+   cap on total mass; excluded videos get exactly 0. Sums to 1. The scores it is given depend
+   on the policy (`policy_scores`): the quality score itself ("exp"), or one Thompson draw
+   from the ensemble's spread of it (`quality_score_sd`), seeded by the day ("thompson").
 5. `flywheel_lift`: once labels exist, how much the weights would have changed the realised skip
    rate / watch time of a sampled video compared with uniform sampling.
 
@@ -31,18 +33,50 @@ from vq_assets.core.model import tasks
 ArrayLike = np.ndarray | pa.Array | pa.ChunkedArray | Sequence
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    """z-score over the finite entries; non-finite entries and a constant column give 0."""
-    z = np.zeros_like(x)
-    ok = np.isfinite(x)
-    if not ok.any():
-        return z
-    v = x[ok]
-    # ptp, not a std threshold: identical values can leave a ~1e-17 std that would blow up.
-    if np.ptp(v) == 0.0:
-        return z
-    z[ok] = (v - v.mean()) / v.std()
-    return z
+@dataclass(frozen=True)
+class _Term:
+    """One task's share of the quality score: ``coef * (ranked(x) - mean) / std``."""
+
+    task: tasks.Task
+    coef: float
+    mean: float
+    std: float  # 0 for a constant or all-non-finite column: the task then contributes 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The term for predictions ``x`` (any shape); a non-finite prediction gives 0."""
+        r = self.task.behaviour.ranked(np.asarray(x, dtype=np.float64))
+        ok = np.isfinite(r)
+        if self.std == 0.0:
+            return np.zeros(r.shape)
+        return np.where(ok, self.coef * (np.where(ok, r, self.mean) - self.mean) / self.std, 0.0)
+
+
+def _terms(
+    preds: Mapping[str, np.ndarray], weights: Mapping[str, float] | None
+) -> tuple[int, list[_Term]]:
+    """(videos, per-task terms) of the quality score: the day's z-scoring, fixed by ``preds``."""
+    weights = tasks.flywheel_weights(dict(weights or {}))
+    missing = [t.prediction for t in tasks.catalogue() if t.prediction not in preds]
+    if missing:
+        raise KeyError(f"quality_score: missing prediction columns {missing}")
+    cols = {t: np.asarray(preds[t.prediction], dtype=np.float64) for t in tasks.catalogue()}
+    shapes = {c.shape for c in cols.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(f"quality_score: columns must be 1-d of one length, got {shapes}")
+    n = next(iter(shapes))[0]
+    present = {t: x for t, x in cols.items() if n == 0 or np.isfinite(x).any()}
+    total = sum(abs(weights[t.name]) for t in cols)
+    kept = sum(abs(weights[t.name]) for t in present)
+    rescale = total / kept if kept > 0 else 0.0
+    terms = []
+    for task, x in present.items():
+        v = task.behaviour.ranked(x)
+        v = v[np.isfinite(v)]
+        # ptp, not a std threshold: identical values can leave a ~1e-17 std that would blow up.
+        constant = v.size == 0 or np.ptp(v) == 0.0
+        mean, std = (0.0, 0.0) if constant else (float(v.mean()), float(v.std()))
+        terms.append(_Term(task, rescale * weights[task.name], mean, std))
+    return n, terms
 
 
 def quality_score(
@@ -61,23 +95,40 @@ def quality_score(
     score is always finite. The score is relative to the day: don't compare it across days
     (use the percentile or the raw predictions for that).
     """
-    weights = tasks.flywheel_weights(dict(weights or {}))
-    missing = [t.prediction for t in tasks.catalogue() if t.prediction not in preds]
-    if missing:
-        raise KeyError(f"quality_score: missing prediction columns {missing}")
-    cols = {t: np.asarray(preds[t.prediction], dtype=np.float64) for t in tasks.catalogue()}
-    shapes = {c.shape for c in cols.values()}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-        raise ValueError(f"quality_score: columns must be 1-d of one length, got {shapes}")
-    n = next(iter(shapes))[0]
-    present = {t: x for t, x in cols.items() if n == 0 or np.isfinite(x).any()}
-    total = sum(abs(weights[t.name]) for t in cols)
-    kept = sum(abs(weights[t.name]) for t in present)
-    rescale = total / kept if kept > 0 else 0.0
+    n, terms = _terms(preds, weights)
     score = np.zeros(n, dtype=np.float64)
-    for task, x in present.items():
-        score += rescale * weights[task.name] * _zscore(task.behaviour.ranked(x))
+    for term in terms:
+        score += term(preds[term.task.prediction])
     return score
+
+
+def quality_score_sd(
+    preds: Mapping[str, np.ndarray],
+    member_preds: Mapping[str, np.ndarray],
+    weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """The model's predictive spread of each video's quality score: the standard deviation
+    (ddof=1) over the ensemble members of the score each member's predictions would get.
+
+    Computed the same way as ``quality_score``: each member's prediction is put on the task's
+    scale and z-scored with the *day's* mean and std of the ensemble's predictions (``preds``),
+    so a member's score is on the ensemble score's scale and the sd is in score units.
+    ``member_preds`` maps a prediction column to ``[n, members]``; a task it lacks, or whose
+    weight is 0, adds no spread. All NaN for a single-member model, which has no disagreement
+    to measure (``FlywheelConfig.fallback_sd`` then stands in for it).
+    """
+    n, terms = _terms(preds, weights)
+    widths = {np.asarray(m).shape[1:] for m in member_preds.values()}
+    if len(widths) > 1 or any(len(w) != 1 for w in widths):
+        raise ValueError(f"quality_score_sd: member columns must be [n, members], got {widths}")
+    members = next(iter(widths))[0] if widths else 1
+    if members < 2:
+        return np.full(n, np.nan)
+    scores = np.zeros((n, members), dtype=np.float64)
+    for term in terms:
+        if term.coef and term.task.prediction in member_preds:
+            scores += term(member_preds[term.task.prediction])
+    return scores.std(axis=1, ddof=1)
 
 
 def percentile_within_day(scores: np.ndarray) -> np.ndarray:
@@ -279,6 +330,85 @@ def sampling_weights(
         entropy=float(-np.sum(nz * np.log(nz))),
     )
     return w, report
+
+
+POLICIES = ("exp", "thompson")
+
+
+def day_seed(day: str, seed: int = 0) -> np.random.Generator:
+    """The RNG of a partition: seeded by (seed, the day as YYYYMMDD), so a rerun of a day draws
+    exactly what the first run drew, and two days draw independently."""
+    return np.random.default_rng([seed, int(day.replace("-", ""))])
+
+
+def policy_scores(
+    policy: str,
+    scores: np.ndarray,
+    sd: np.ndarray | None,
+    rng: np.random.Generator,
+    fallback_sd: float,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """The scores the day's weights are computed from, and what the policy did.
+
+    ``exp``: the quality scores as they are (weights ∝ exp(score / T)). ``thompson``: one
+    posterior draw per video, ``score + sd * N(0, 1)``, so a video the ensemble members
+    disagree about sometimes draws high and gets explored; ``sampling_weights`` then applies
+    the same softmax, floor, cap and guardrails. A video without a finite spread (a
+    single-member model, scores written before the spread existed) uses ``fallback_sd``, in
+    score units, and the report counts them.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if policy == "exp":
+        return s, {"policy": "exp"}
+    if policy != "thompson":
+        raise ValueError(f"unknown flywheel policy {policy!r}; choose one of {list(POLICIES)}")
+    if not fallback_sd >= 0:
+        raise ValueError(f"fallback_sd must be >= 0, got {fallback_sd}")
+    spread = np.full(s.shape, np.nan) if sd is None else np.asarray(sd, dtype=np.float64)
+    if spread.shape != s.shape:
+        raise ValueError(f"policy_scores: sd has shape {spread.shape}, scores {s.shape}")
+    if (spread < 0).any():
+        raise ValueError("policy_scores: a negative quality_score_sd")
+    missing = ~np.isfinite(spread)
+    spread = np.where(missing, fallback_sd, spread)
+    drawn = s + spread * rng.standard_normal(s.size)
+    return drawn, {
+        "policy": "thompson",
+        "videos_with_fallback_sd": int(missing.sum()),
+        "fallback_sd": float(fallback_sd),
+        "mean_sd": float(spread.mean()) if s.size else float("nan"),
+    }
+
+
+def validate_policy_weights(
+    video_ids: Sequence[str], weights: ArrayLike, day_video_ids: Iterable[str]
+) -> np.ndarray:
+    """A policy given as a table of (video_id, weight) must be a distribution over the day's
+    videos: raises ValueError naming the problem (duplicate ids, ids that are not the day's
+    videos, NaN or negative weights, a sum off 1 by more than 1e-6). Returns the weights as
+    float64. Day videos the table leaves out get no impressions; that is allowed."""
+    ids = list(video_ids)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(ids),):
+        raise ValueError(f"policy: {w.size} weights for {len(ids)} video ids")
+    seen: set[str] = set()
+    dupes = sorted({v for v in ids if v in seen or seen.add(v)})
+    if dupes:
+        raise ValueError(f"policy: duplicate video ids {dupes[:5]} ({len(dupes)} in all)")
+    foreign = sorted(seen - set(day_video_ids))
+    if foreign:
+        raise ValueError(
+            f"policy: {len(foreign)} video ids are not the day's videos, e.g. {foreign[:5]}"
+        )
+    if np.isnan(w).any():
+        raise ValueError(f"policy: {int(np.isnan(w).sum())} NaN weight(s)")
+    if (w < 0).any() or not np.isfinite(w).all():
+        bad = int(((w < 0) | ~np.isfinite(w)).sum())
+        raise ValueError(f"policy: {bad} negative or infinite weight(s)")
+    total = float(w.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"policy: weights sum to {total!r}, not 1 (tolerance 1e-6)")
+    return w
 
 
 def _expectations(w: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

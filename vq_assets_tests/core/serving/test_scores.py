@@ -200,3 +200,24 @@ def test_a_model_without_the_retrieval_group_scores_rows_joined_with_the_prior(m
         )
         without = score_batches(joined_batches(con, with_labels=False, batch_rows=16), model, 1)
     assert with_prior.sort_by("video_id").equals(without.sort_by("video_id"))
+
+
+def test_an_ensemble_scores_its_spread_and_a_single_network_leaves_it_null(model) -> None:
+    data = to_dataset(_rows(300, 8, with_labels=True))
+    result = train_model(
+        data,
+        np.array(["train"] * 220 + ["validation"] * 80),
+        tuple(data.features),
+        ModelShape(width=8, mlp=(16,), members=3, cross_rank=4),
+        TrainSettings(max_epochs=2, patience=1),
+    )
+    ensemble = LoadedModel(result.model, result.model.config, result.normalizer)
+    rows = _rows(60, 9, with_labels=False)
+    scores = score_videos(rows, ensemble, model_version=1)
+    sd = scores["quality_score_sd"].to_numpy()
+    assert np.isfinite(sd).all() and (sd > 0).all()  # independently seeded members disagree
+    # Batching does not change the spread: it is on the whole day's scale.
+    batched = score_batches((rows.slice(i, 25) for i in range(0, 60, 25)), ensemble, 1)
+    np.testing.assert_allclose(batched["quality_score_sd"].to_numpy(), sd, rtol=1e-4, atol=1e-6)
+    single = score_videos(rows, model, model_version=1)
+    assert single["quality_score_sd"].null_count == 60
