@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first (its pin lives in pyproject.toml), before anything can pull a
 	# CUDA build.
-	$(BIN)/python -m pip install -q "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	$(BIN)/python -m pip install -q "$$(grep -o '"torch==[0-9.]*"' pyproject.toml | tr -d '"')"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
