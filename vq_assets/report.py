@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from vq_assets.core.evaluation.prior_worth import PriorWorth, prior_worth
+from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import tasks
 from vq_assets.core.model.features import ABLATIONS, FULL_MODEL, WITHOUT_RETRIEVAL
@@ -146,6 +148,37 @@ def demo_lists_markdown(demo: pa.Table) -> str:
     return "\n".join(lines)
 
 
+def prior_worth_of_lake(lake: Lake) -> PriorWorth | None:
+    """ "The prior is worth N impressions" on the days that were scored (out of sample) and
+    have labels: their videos' early plays from the `watch_events` of their windows. None
+    without such a day or without watch events."""
+    days = sorted(
+        set(lake.list_days(lake.asset_dir("quality_scores")))
+        & set(lake.list_days(lake.asset_dir("video_labels_7d")))
+    )
+    have = set(lake.list_days(lake.asset_dir("watch_events")))
+    event_days = sorted({shift(d, i) for d in days for i in range(WINDOW_DAYS + 1)} & have)
+    if not days or not event_days:
+        return None
+    scores = pa.concat_tables(
+        lake.read_table(lake.asset_file("quality_scores", d), ["video_id", "pred_skip_rate"])
+        for d in days
+    )
+    labels = pa.concat_tables(
+        lake.read_table(
+            lake.asset_file("video_labels_7d", d), ["video_id", "created_at", "skip_rate"]
+        )
+        for d in days
+    )
+    events = pa.concat_tables(
+        lake.read_table(
+            lake.asset_file("watch_events", d), ["video_id", "event_ts", "watch_time_s"]
+        )
+        for d in event_days
+    )
+    return prior_worth(events, scores.join(labels, "video_id", join_type="inner"))
+
+
 def demo_report(lake: Lake, repo_root: Path) -> str:
     out = ["", "=" * 100, "vq demo report", "=" * 100]
     evaluation = _latest(lake, "model_evaluation")
@@ -180,6 +213,15 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
             f"of uniformly changes the realised skip rate by {100 * skip:+.1f}% and the average "
             f"watch time by {100 * watch:+.1f}%",
         ]
+    worth = prior_worth_of_lake(lake)
+    if worth is not None:
+        out += ["", f"{worth.summary()} (skip rate, scored and labelled days):"]
+        for r in worth.table.to_pylist():
+            out.append(
+                f"  first {r['n_plays']:>2} plays: Spearman {r['early_spearman']:.3f} vs vq "
+                f"{r['vq_spearman']:.3f} on {r['videos']:>5} videos, gap {r['gap']:+.3f} "
+                f"[{r['gap_ci_low']:+.3f}, {r['gap_ci_high']:+.3f}]"
+            )
     cdml = _latest(lake, "cdml_evaluation")
     if cdml is not None:
         out += [

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from vq_assets.core.evaluation.prior_worth import PLAY_COUNTS
 from vq_assets.core.lake.store import Lake
 from vq_assets.core.model import registry, tasks
 from vq_assets.core.serving.experiment import assign_arm
@@ -18,6 +19,7 @@ from vq_assets.core.sources.simulator import simulate_local
 from vq_assets.definitions import build_definitions
 from vq_assets.partitions import START_DATE
 from vq_assets.replay import Replay
+from vq_assets.report import demo_report, prior_worth_of_lake
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +228,13 @@ def test_thompson_weights_explore_by_the_ensembles_spread_and_reruns_agree(repla
     plain, metadata = weights("exp")
     assert metadata["policy"] == "exp" and not np.allclose(first, plain)
     assert abs(first.sum() - 1) < 1e-9
+
+
+def test_demo_report_says_what_the_prior_is_worth(replayed):
+    lake, _, _, _ = replayed
+    worth = prior_worth_of_lake(lake)  # scored days 01-18, 01-19 have labels
+    assert worth is not None and worth.table.num_rows == len(PLAY_COUNTS)
+    videos = worth.table["videos"].to_pylist()
+    assert videos[0] > 0 and videos == sorted(videos, reverse=True)  # fewer reach more plays
+    report = demo_report(lake, Path("."))
+    assert worth.summary() in report and "related videos (CDML tower" in report
