@@ -19,6 +19,29 @@ from vq_assets.partitions import (
 from vq_assets.resources import PUBLISH, DuckDBResource, LakeResource
 
 
+def skipped_without_events(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    watch_events: PartitionFiles,
+    consequence: str,
+) -> bool:
+    """True (with a warning naming `consequence`) when an event-day asset has no events to read
+    because the lake keeps no watch events at all; an event day that is merely not ingested
+    yet is an error, not a skip."""
+    if watch_events.files:
+        return False
+    if events_landed(lake.get_lake()):
+        raise LakeError(
+            f"watch_events is not materialized for {context.partition_key}: materialize it "
+            "first (a backfill over the range does it in order)"
+        )
+    context.log.warning(
+        f"skipped: the lake has no watch_events landing, so for {context.partition_key} "
+        f"{consequence}"
+    )
+    return True
+
+
 @dg.asset(
     op_tags=K8S_WATCH_DAILY_TAGS,
     partitions_def=daily,
@@ -42,16 +65,9 @@ def video_watch_daily(
 ):
     """Per video and event day E: partial label aggregates of E's events inside each video's
     own 7-day window, for the videos created on E-7..E. Each event day is scanned once."""
-    if not watch_events.files:
-        if events_landed(lake.get_lake()):
-            raise LakeError(
-                f"watch_events is not materialized for {context.partition_key}: materialize it "
-                "first (a backfill over the range does it in order)"
-            )
-        context.log.warning(
-            f"skipped: the lake has no watch_events landing, so there are no partials for "
-            f"{context.partition_key}; labels come from video_daily_stats"
-        )
+    if skipped_without_events(
+        context, lake, watch_events, "there are no partials; labels come from video_daily_stats"
+    ):
         return
     day, lk = context.partition_key, lake.get_lake()
     # Millions of rows on a large day: they stream from DuckDB into a staged file that the IO

@@ -9,9 +9,8 @@ import mlflow
 import numpy as np
 import pyarrow as pa
 
-from vq_assets.core.labels.source import events_landed
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
-from vq_assets.core.lake.store import LakeError, PartitionFiles
+from vq_assets.core.lake.store import PartitionFiles
 from vq_assets.core.model import registry
 from vq_assets.core.related import week as cdml_week
 from vq_assets.core.related.cdml import CDMLConfig
@@ -24,6 +23,7 @@ from vq_assets.core.related.search import DEFAULT_K, EXACT_MAX_CORPUS
 from vq_assets.core.serving.flywheel import flagged_ids
 from vq_assets.defs.config import config_from
 from vq_assets.defs.k8s import K8S_TRAINING_TAGS
+from vq_assets.defs.labels import skipped_without_events
 from vq_assets.partitions import (
     CDML_CONTENT_WEEKS,
     COWATCH_WEEKS,
@@ -66,16 +66,7 @@ def cowatch_pairs(
 ):
     """Pairs of videos watched (>= 3 s) by the same user within `window_minutes` on event day
     E, with the number of users and co-views: one scan of E's events, heaviest users capped."""
-    if not watch_events.files:
-        if events_landed(lake.get_lake()):
-            raise LakeError(
-                f"watch_events is not materialized for {context.partition_key}: materialize it "
-                "first (a backfill over the range does it in order)"
-            )
-        context.log.warning(
-            f"skipped: the lake has no watch_events landing, so there is no co-watch for "
-            f"{context.partition_key}"
-        )
+    if skipped_without_events(context, lake, watch_events, "there is no co-watch"):
         return
     with duckdb.connect() as con:
         watch_events.register(con, "events")

@@ -251,4 +251,4 @@ def test_a_job_that_runs_the_event_assets_anyway_skips_them_with_a_word(counters
     alone = daemon.launch("daily_chain", day, [dg.AssetKey("cowatch_pairs")])
     assert not alone.asset_materializations_for_node("cowatch_pairs")
     messages = [e.user_message for e in daemon.instance.all_logs(alone.run_id)]
-    assert any("no co-watch for" in (m or "") for m in messages)
+    assert any("there is no co-watch" in (m or "") for m in messages)
