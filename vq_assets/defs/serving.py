@@ -142,13 +142,10 @@ def flywheel_sampling_weights(
     and excluded videos at exactly 0 (DESIGN §7)."""
     day, lk = context.partition_key, lake.get_lake()
     scores = quality_scores.read()
-    flag_files = lk.list_files(lk.landing_dir("video_flags", day))
-    flagged = None
-    if flag_files:
-        flags = pa.concat_tables([lk.read_table(f, ["video_id", "flagged"]) for f in flag_files])
-        lookup = dict(zip(flags["video_id"].to_pylist(), flags["flagged"].to_pylist(), strict=True))
-        flagged = [lookup.get(v) for v in scores["video_id"].to_pylist()]
-    excluded = flywheel.exclusions(scores["video_id"], flagged, config.exclude_video_ids)
+    # Flagged videos join the exclusion list: the same guardrail list related_videos uses.
+    excluded = flywheel.exclusions(
+        scores["video_id"], None, [*config.exclude_video_ids, *flywheel.flagged_ids(lk, [day])]
+    )
     sd = scores["quality_score_sd"] if "quality_score_sd" in scores.column_names else None
     drawn, policy = flywheel.policy_scores(
         config.policy,

@@ -91,6 +91,27 @@ class VideoEncoder(ABC):
         Each stack is uint8 [k, H, W, 3] with k >= 1.
         """
 
+    def _pooled_frames(
+        self, stacks: Sequence[np.ndarray], embed: Callable[[np.ndarray], torch.Tensor]
+    ) -> np.ndarray:
+        """`encode_images` for a tower: `embed` maps up to `batch_size` frames (uint8
+        [n, H, W, 3]) to [n, d]; each frame's vector is L2-normalised, then mean-pooled per
+        stack and normalised again."""
+        if not stacks:
+            return np.zeros((0, self.image_dim), np.float32)
+        counts = [len(s) for s in stacks]
+        if min(counts) < 1:
+            raise ValueError("every frame stack needs at least one frame")
+        frames = np.concatenate(stacks)
+        per_frame = torch.cat(
+            [
+                l2_normalise(embed(frames[i : i + self.batch_size]))
+                for i in range(0, len(frames), self.batch_size)
+            ]
+        )
+        pooled = torch.stack([f.mean(0) for f in torch.split(per_frame, counts)])
+        return l2_normalise(pooled).cpu().numpy()
+
     @abstractmethod
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
         """float32 [B, text_dim], L2-normalised; rows where `text_present` is False are zeros."""

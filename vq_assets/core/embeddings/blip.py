@@ -27,7 +27,6 @@ from vq_assets.core.embeddings.base import (
     DTYPES,
     VideoEncoder,
     checkpoint_fingerprint,
-    l2_normalise,
     pick_device,
     resize_square,
 )
@@ -129,20 +128,12 @@ class BlipEncoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
-        if not stacks:
-            return np.zeros((0, self.image_dim), np.float32)
-        counts = [len(s) for s in stacks]
-        if min(counts) < 1:
-            raise ValueError("every frame stack needs at least one frame")
-        frames = np.concatenate(stacks)
-        feats = []
-        for i in range(0, len(frames), self.batch_size):
-            x = self.pixel_values(frames[i : i + self.batch_size])
+        def embed(frames: np.ndarray) -> torch.Tensor:
+            x = self.pixel_values(frames)
             cls = self.model.vision_model(pixel_values=x).last_hidden_state[:, 0, :]
-            feats.append(l2_normalise(self.model.vision_proj(cls)))
-        per_frame = torch.cat(feats)
-        pooled = torch.stack([f.mean(0) for f in torch.split(per_frame, counts)])
-        return l2_normalise(pooled).cpu().numpy()
+            return self.model.vision_proj(cls)
+
+        return self._pooled_frames(stacks, embed)
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:

@@ -20,7 +20,6 @@ import torch
 from vq_assets.core.embeddings.base import (
     DTYPES,
     VideoEncoder,
-    l2_normalise,
     pick_device,
     resize_square,
 )
@@ -118,19 +117,7 @@ class EfficientNetLite0Encoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
-        if not stacks:
-            return np.zeros((0, self.image_dim), np.float32)
-        counts = [len(s) for s in stacks]
-        if min(counts) < 1:
-            raise ValueError("every frame stack needs at least one frame")
-        frames = np.concatenate(stacks)
-        feats = [
-            l2_normalise(self.features(self.pixel_values(frames[i : i + self.batch_size])))
-            for i in range(0, len(frames), self.batch_size)
-        ]
-        per_frame = torch.cat(feats)
-        pooled = torch.stack([f.mean(0) for f in torch.split(per_frame, counts)])
-        return l2_normalise(pooled).cpu().numpy()
+        return self._pooled_frames(stacks, lambda f: self.features(self.pixel_values(f)))
 
     def encode_texts(self, texts: Sequence[str | None]) -> np.ndarray:
         return np.zeros((len(texts), 0), np.float32)
