@@ -125,6 +125,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """A closed-loop A/B of the flywheel on a simulated world, through Dagster; the report."""
+    os.environ.setdefault("VQ_TORCH_THREADS", "2")
+    if "://" not in args.lake:
+        args.lake = str(Path(args.lake).expanduser().resolve())
+    os.environ["VQ_LAKE"] = args.lake  # the lake resource reads it when each run starts
+    from vq_assets.closed_loop import ExperimentReplay, Plan, report
+    from vq_assets.core.sources.simulator.closed_loop import ClosedLoop, LoopSettings
+    from vq_assets.definitions import build_definitions
+    from vq_assets.partitions import START_DATE, TRAIN_WEEKS
+    from vq_assets.resources import vq_home
+
+    start = args.start or dt.date.fromisoformat(START_DATE)
+    if start.isoformat() != START_DATE:
+        print(
+            f"vq experiment: --start {start} but VQ_START_DATE is {START_DATE}: the world "
+            f"opens on the first partition; set VQ_START_DATE={start} or drop --start",
+            file=sys.stderr,
+        )
+        return 2
+    lake = _lake(args.lake)
+    if lake.list_days(lake.path("landing", "watch_events")) and not lake.list_days(
+        lake.path("truth", "cold_start")
+    ):
+        print(
+            f"vq experiment: {lake.root} holds an open-loop world; use a new lake", file=sys.stderr
+        )
+        return 2
+    settings = LoopSettings(
+        cold_start_plays=args.cold_start_plays,
+        treatment_share=args.treatment_share,
+        salt=args.salt,
+    )
+    world = ClosedLoop(
+        lake, start, args.videos_per_day, args.seed, media=not args.no_media, settings=settings
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log_file = Path(vq_home()) / "logs" / f"experiment-{stamp}.log"
+    replay = ExperimentReplay(
+        build_definitions(),
+        _instance(),
+        lake,
+        train_days=7 * TRAIN_WEEKS,
+        log_file=log_file,
+        verbose=args.verbose,
+        asset_config={
+            "flywheel_sampling_weights": {"policy": args.flywheel_policy},
+            "flywheel_experiment": {"resamples": args.resamples},
+        },
+        world=world,
+        plan=Plan(args.ab_days, args.control, args.treatment),
+    )
+    if not args.verbose:
+        _quiet_libraries(log_file)
+    print(
+        f"closed-loop A/B on {lake.root}: control {args.control}, treatment {args.treatment} "
+        f"(flywheel policy {args.flywheel_policy}), {args.ab_days} A/B days after the warm-up"
+    )
+    print(f"Dagster's step logs: {log_file} (and the Dagster UI)")
+    ab_days = replay.run_loop(start.isoformat())
+    text, passed = report(lake, ab_days, resamples=args.resamples, seed=args.seed)
+    print(text)
+    return 0 if passed else 1
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert a public data set into the landing zone (today: KuaiRand-Pure)."""
     import dataclasses
@@ -198,6 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="print every Dagster event")
     p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False, counters=None)
+
+    p = sub.add_parser(
+        "experiment",
+        help="a closed-loop A/B of the flywheel on a simulated world, through Dagster",
+    )
+    p.add_argument("--lake", required=True, help="lake root: a new one, or this experiment's")
+    p.add_argument("--start", type=_date, default=None, help="default: VQ_START_DATE")
+    p.add_argument("--videos-per-day", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ab-days", type=int, default=28, help="creation days in the A/B")
+    p.add_argument("--control", default="uniform", help="uniform, vq, or a lake folder")
+    p.add_argument("--treatment", default="vq", help="uniform, vq, or a lake folder")
+    p.add_argument("--flywheel-policy", choices=["exp", "thompson"], default="thompson")
+    p.add_argument("--treatment-share", type=float, default=0.5, help="of viewers")
+    p.add_argument("--cold-start-plays", type=float, default=12.0, help="per new video")
+    p.add_argument("--salt", default="vq-flywheel", help="of the user split")
+    p.add_argument("--resamples", type=int, default=1000, help="user-level bootstrap draws")
+    p.add_argument("--no-media", action="store_true", help="no frames or covers")
+    p.add_argument("--verbose", action="store_true", help="print every Dagster event")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("import", help="convert a public data set into the landing zone")
     p.add_argument("source", choices=["kuairand"])

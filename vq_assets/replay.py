@@ -137,10 +137,13 @@ class Replay:
         log: Callable[[str], None] = print,
         log_file: Path | None = None,
         verbose: bool = False,
+        asset_config: dict[str, dict] | None = None,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
         self.train_days, self.min_train_days = train_days, min_train_days
         self.log_file, self.verbose = log_file, verbose
+        # Run config of assets by name (e.g. the flywheel's policy), given whenever they run.
+        self.asset_config = asset_config or {}
         self.runs = 0
         self._steps: list[str] = []
         self._warned: set[tuple[str, str]] = set()
@@ -174,7 +177,12 @@ class Replay:
             asset_selection=[dg.AssetKey(a) for a in todo],
             raise_on_error=False,
             tags={"vq/replay": "true"},
-            run_config={"loggers": {"console": {"config": {"log_level": level}}}},
+            run_config={
+                "loggers": {"console": {"config": {"log_level": level}}},
+                "ops": {
+                    a: {"config": self.asset_config[a]} for a in todo if a in self.asset_config
+                },
+            },
         )
         self.runs += 1
         self._keep_log(result.run_id)
@@ -193,23 +201,40 @@ class Replay:
             self.log(f"  {job}[{partition}] {', '.join(todo)} in {time.monotonic() - started:.1f}s")
 
     def day(self, day: str) -> None:
-        if dt.date.fromisoformat(day).weekday() == 6:  # Sunday: weekly partitions start here
-            complete = label_days_for_week(day, self.train_days, START_DATE)
-            if len(complete) >= self.min_train_days:
-                self._run("retrain", day, RETRAIN_ASSETS)
-            else:
-                self._steps.append(
-                    f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
-                )
-            events = events_landed(self.lake)
-            if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
-                self._run("cdml", day, CDML_ASSETS)
-        scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
+        self.week(day)
+        # A lake without watch events (daily rollups only) has no event assets to run.
+        self.chain(day, feature_assets(events_landed(self.lake)))
+        self.close(shift(day, -WINDOW_DAYS))
+
+    def week(self, day: str) -> None:
+        """At a week start (Sunday), the week's model and CDML tower, when enough days exist."""
+        if dt.date.fromisoformat(day).weekday() != 6:  # weekly partitions start on Sundays
+            return
+        complete = label_days_for_week(day, self.train_days, START_DATE)
+        if len(complete) >= self.min_train_days:
+            self._run("retrain", day, RETRAIN_ASSETS)
+        else:
+            self._steps.append(
+                f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
+            )
+        events = events_landed(self.lake)
+        if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
+            self._run("cdml", day, CDML_ASSETS)
+
+    def scoring(self, day: str) -> bool:
+        """Whether a promoted model exists to score `day` with."""
+        return registry.production_as_of(self.lake, shift(day, 1)) is not None
+
+    def chain(self, day: str, features: list[str]) -> None:
+        """The day's `features` assets, then its scores and weights once a promoted model
+        exists, and its CDML vectors and related videos once a tower does."""
+        scoring = SCORING_ASSETS if self.scoring(day) else []
         if tower_week_as_of(self.lake, day) is not None:
             scoring = scoring + RELATED_ASSETS
-        # A lake without watch events (daily rollups only) has no event assets to run.
-        self._run("daily_chain", day, feature_assets(events_landed(self.lake)) + scoring)
-        closed = shift(day, -WINDOW_DAYS)
+        self._run("daily_chain", day, features + scoring)
+
+    def close(self, closed: str) -> None:
+        """The labels of creation day `closed`, whose window has just closed, and its lift."""
         if closed >= START_DATE:
             lift = LIFT_ASSETS if self._done("flywheel_sampling_weights", closed) else []
             self._run("labels", closed, LABEL_ASSETS + lift)
