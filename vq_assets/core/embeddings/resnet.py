@@ -41,9 +41,7 @@ def ensure_placeholder_resnet(dir: str | os.PathLike[str], seed: int = 0) -> Pat
     from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetModel
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    config = ResNetConfig(
-        embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]
-    )
+    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
 
     def build(tmp: Path) -> None:
         ResNetModel(config).eval().save_pretrained(tmp)
