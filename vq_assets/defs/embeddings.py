@@ -80,13 +80,17 @@ def video_embeddings(
         f"encoder {enc.ident} loaded once for {len(days)} day(s): {days[0]}..{days[-1]}"
     )
     described = enc.describe()
-    for modality, part in described.items():
-        if part["placeholder"]:
-            context.log.warning(
-                f"{modality} encoder {part['name']}@{part['version']}: PLACEHOLDER weights "
-                "(locally built, random) — its vectors carry no pretrained meaning; configure a "
-                "trained checkpoint (blip_model / image_model / text_model on the encoder resource)"
-            )
+    flagged = [
+        f"{modality} encoder {part['name']}@{part['version']}"
+        for modality, part in described.items()
+        if part["placeholder"]
+    ]
+    if flagged:
+        context.log.warning(
+            f"{', '.join(flagged)}: PLACEHOLDER weights (locally built, random) — the vectors "
+            "carry no pretrained meaning; configure a trained checkpoint (blip_model / "
+            "image_model / text_model on the encoder resource)"
+        )
     started = time.monotonic()
 
     def progress(p: dict) -> None:
