@@ -238,7 +238,7 @@ def score_plot(rows: list[dict[str, Any]], keys: Sequence[str]):
 
 def run_sweep(
     table: pa.Table,
-    space: Mapping[str, list[Any]],
+    space: str | Mapping[str, list[Any]],
     *,
     shape: ModelShape,
     settings: TrainSettings,
