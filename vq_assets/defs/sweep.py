@@ -75,7 +75,7 @@ def quality_sweep(
         name=context.partition_key,
         trials=config.trials or None,
         seed=config.search_seed,
-        params={**config.model_dump(), "week": context.partition_key},
+        params={"week": context.partition_key},
         say=context.log.info,
     )
     best = result.best["child_run_id"]

@@ -263,7 +263,14 @@ def run_sweep(
         mlflow.start_run(run_name=f"sweep-{name}") as parent,
     ):
         registry.log_params(
-            {**(params or {}), "space": json.dumps(space), "trials": trials, "search_seed": seed}
+            {
+                **asdict(shape),
+                **asdict(settings),
+                **(params or {}),
+                "space": json.dumps(space),
+                "trials": trials,
+                "search_seed": seed,
+            }
         )
         for i, point in enumerate(todo):
             child_shape, child_settings = settings_at(point, shape, settings)

@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from vq_assets.core.model import sweep
 from vq_assets.core.model.settings import ModelShape, TrainSettings, read_applied, with_defaults
+from vq_assets.core.model.synthetic import make_synthetic
+from vq_assets.core.model.train import train_model
 
 # The rows `score_videos` is tested on (shaped like `features.joined_rows`): one helper, so that
 # a new feature column reaches both tests.
@@ -147,3 +149,15 @@ def test_applied_values_become_the_dataclass_defaults() -> None:
 
     assert Toy() == Toy(lr=0.5, mlp=(8, 4))
     assert Toy.__dataclass_fields__["lr"].metadata["help"] == "kept"
+
+
+def test_per_epoch_validation_metrics_leave_the_training_unchanged() -> None:
+    data = make_synthetic(200, seed=1, dense_dims={"image_emb": 4, "creator": 3})
+    split = np.array(["train"] * 150 + ["validation"] * 50)
+    plain, measured = (
+        train_model(data, split, tuple(data.features), SHAPE, SETTINGS, epoch_metrics=metrics)
+        for metrics in (None, sweep.validation_metrics)
+    )
+    assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in measured.history]
+    assert [h["val_loss"] for h in plain.history] == [h["val_loss"] for h in measured.history]
+    assert all("val_e_item_timespent_0to3_SpearmanCorr" in h for h in measured.history)
