@@ -166,13 +166,23 @@ def _mlflow() -> tuple[str, str | None]:
 
 
 def _print_sweep(result) -> None:
+    import math
+
+    def cell(value, width: int) -> str:
+        return f"{value:>{width}.4f}" if isinstance(value, float) else f"{value!s:>{width}}"
+
     keys = list(result.best_point)
-    rows = sorted(result.summary.to_pylist(), key=lambda r: -r["selection_score"])
+    rows = sorted(
+        result.summary.to_pylist(),
+        key=lambda r: r["selection_score"] if math.isfinite(r["selection_score"]) else -math.inf,
+        reverse=True,
+    )
     print(f"{'child run':<34} {'score':>7} {'val_loss':>9} {'epochs':>6}  " + "  ".join(keys))
     for r in rows:
         print(
-            f"{r['child_run_id']:<34} {r['selection_score']:>7.4f} {r['best_val_loss']:>9.4f} "
-            f"{r['epochs_trained']:>6}  " + "  ".join(str(r[k]) for k in keys)
+            f"{r['child_run_id']:<34} {cell(r['selection_score'], 7)} "
+            f"{cell(r['best_val_loss'], 9)} {cell(r['epochs_trained'], 6)}  "
+            + "  ".join(str(r[k]) for k in keys)
         )
     best = result.best["child_run_id"]
     print(f"MLflow parent run {result.parent_run_id}; best child {best}: {result.best_point}")

@@ -3,6 +3,7 @@ settings as MLflow child runs, selected on validation days; applying the winner 
 separate, explicit step (`vq sweep --apply RUN_ID`)."""
 
 import dagster as dg
+import pyarrow as pa
 import pydantic
 
 from vq_assets.core.lake.store import PartitionFiles
@@ -36,13 +37,17 @@ QualitySweepConfig = config_from(
 )
 
 
-def _table_metadata(rows: list[dict]) -> dg.MetadataValue:
-    """The summary as a Dagster table (floats, ints and strings as they are)."""
-    kinds = {float: "float", int: "int", bool: "bool"}
-    columns = [dg.TableColumn(k, kinds.get(type(v), "string")) for k, v in rows[0].items()]
+def _table_metadata(table: pa.Table) -> dg.MetadataValue:
+    """A table as Dagster table metadata: numbers as they are, anything else as text."""
+    kinds = {pa.float64(): "float", pa.int64(): "int", pa.bool_(): "bool"}
+    types = {f.name: kinds.get(f.type, "string") for f in table.schema}
     records = [
-        dg.TableRecord({k: v if type(v) in kinds else str(v) for k, v in r.items()}) for r in rows
+        dg.TableRecord(
+            {k: v if v is None or types[k] != "string" else str(v) for k, v in row.items()}
+        )
+        for row in table.to_pylist()
     ]
+    columns = [dg.TableColumn(name, kind) for name, kind in types.items()]
     return dg.MetadataValue.table(records, dg.TableSchema(columns))
 
 
@@ -82,7 +87,7 @@ def quality_sweep(
     return dg.Output(
         result.summary,
         metadata={
-            "summary": _table_metadata(result.summary.to_pylist()),
+            "summary": _table_metadata(result.summary),
             "mlflow_parent_run_id": result.parent_run_id,
             "best_child_run_id": best,
             "best_point": dg.MetadataValue.json(result.best_point),

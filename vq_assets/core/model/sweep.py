@@ -17,6 +17,7 @@ import json
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from math import nan
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,10 +50,10 @@ from vq_assets.core.model.train import train_model
 
 Point = dict[str, Any]
 SCORE = "selection_score"
-# Tags that tie a child to its sweep and record the point `apply_child` reads back.
-PARENT_TAG = "vq.sweep.parent"
+# A child's point (what `apply_child` reads back), the parent's pick, a child that did not train.
 POINT_TAG = "vq.sweep.point"
 BEST_TAG = "vq.sweep.best_child"
+FAILED_TAG = "vq.sweep.failed"
 
 
 def sweepable() -> dict[str, Any]:
@@ -255,6 +256,8 @@ def run_sweep(
     mean validation Spearman. ``table``'s test rows are dropped before anything is read."""
     space = parse_space(space)
     todo = points(space, trials, seed)
+    # Every point checked against the base before the first child trains.
+    children = [settings_at(point, shape, settings) for point in todo]
     rows_table = selection_rows(table)
     data, split = to_dataset(rows_table), split_of(rows_table)
     rows = []
@@ -272,17 +275,26 @@ def run_sweep(
                 "search_seed": seed,
             }
         )
-        for i, point in enumerate(todo):
-            child_shape, child_settings = settings_at(point, shape, settings)
+        for i, (point, (child_shape, child_settings)) in enumerate(
+            zip(todo, children, strict=True)
+        ):
             say(f"sweep child {i + 1}/{len(todo)}: {point}")
-            with mlflow.start_run(run_name=f"sweep-{name}-{i}", nested=True):
-                mlflow.set_tag(PARENT_TAG, parent.info.run_id)
-                rows.append(_train_child(data, split, point, child_shape, child_settings, say))
+            with mlflow.start_run(run_name=f"sweep-{name}-{i}", nested=True) as child:
+                try:
+                    rows.append(_train_child(data, split, point, child_shape, child_settings, say))
+                except RuntimeError as e:  # diverged: a finding of the sweep, not its end
+                    say(f"sweep child {i + 1} did not train: {e}")
+                    mlflow.set_tag(FAILED_TAG, str(e)[:500])
+                    rows.append(
+                        {"child_run_id": child.info.run_id, "point": json.dumps(point), SCORE: nan}
+                        | {k: _cell(v) for k, v in point.items()}
+                    )
         scored = [r for r in rows if np.isfinite(r[SCORE])]
         if not scored:
             raise RuntimeError(f"no sweep child has a finite validation score: {rows}")
         best = max(scored, key=lambda r: r[SCORE])
-        summary = pa.Table.from_pylist(rows)
+        # Columns of every row (a failed child has no losses): missing cells are null.
+        summary = pa.Table.from_pylist(rows, schema=pa.Table.from_pylist(scored).schema)
         plot = score_plot(rows, list(space))
         mlflow.log_table(summary.to_pandas(), "sweep/summary.json")
         mlflow.log_figure(plot, "sweep/score_by_setting.png")

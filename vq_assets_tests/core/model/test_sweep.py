@@ -161,3 +161,20 @@ def test_per_epoch_validation_metrics_leave_the_training_unchanged() -> None:
     assert [h["train_loss"] for h in plain.history] == [h["train_loss"] for h in measured.history]
     assert [h["val_loss"] for h in plain.history] == [h["val_loss"] for h in measured.history]
     assert all("val_e_item_timespent_0to3_SpearmanCorr" in h for h in measured.history)
+
+
+def test_a_child_that_does_not_train_is_reported_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def diverges_at_high_lr(data, split, groups, shape, settings, **kw):
+        if settings.lr > 1e-3:
+            raise RuntimeError("no epoch gave a finite validation loss")
+        return train_model(data, split, groups, shape, settings, **kw)
+
+    monkeypatch.setattr(sweep, "train_model", diverges_at_high_lr)
+    result = _sweep(_table(), tmp_path, "diverged")
+    failed, trained = sorted(result.summary.to_pylist(), key=lambda r: -r["lr"])
+    assert np.isnan(failed[sweep.SCORE]) and failed["best_val_loss"] is None
+    assert result.best["child_run_id"] == trained["child_run_id"]
+    tags = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(failed["child_run_id"]).data.tags
+    assert "finite validation loss" in tags[sweep.FAILED_TAG]
