@@ -2,6 +2,9 @@
 request."""
 
 import json
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from vq_assets.core.model.train import train_model
 from vq_assets_tests.core.serving.test_scores import _rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parents[3]
 
 EPOCHS = 3
 SHAPE = ModelShape(width=8, cross_rank=4, mlp=(16,), members=1, group_dropout=0.0)
@@ -178,3 +183,24 @@ def test_a_child_that_does_not_train_is_reported_and_the_sweep_goes_on(
     assert result.best["child_run_id"] == trained["child_run_id"]
     tags = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(failed["child_run_id"]).data.tags
     assert "finite validation loss" in tags[sweep.FAILED_TAG]
+
+
+def test_an_applied_file_sets_the_defaults_of_everything_derived_from_the_settings(
+    tmp_path: Path,
+) -> None:
+    code = tmp_path / "vq_assets"
+    shutil.copytree(REPO / "vq_assets", code, ignore=shutil.ignore_patterns("__pycache__"))
+    applied = {"settings": {"lr": 0.003, "mlp": [32]}, "sources": {"lr": "r", "mlp": "r"}}
+    (code / "core" / "model" / "applied_settings.json").write_text(json.dumps(applied))
+    probe = (
+        "from vq_assets.core.model import train\n"
+        "from vq_assets.core.model.settings import ModelShape, TrainSettings\n"
+        "from vq_assets.defs.training import QualityModelConfig\n"
+        "cli = train._parse_args(['--synthetic', '1', '--out', 'x'])\n"
+        "print(TrainSettings().lr, QualityModelConfig().lr, cli.lr)\n"
+        "print(ModelShape().mlp, QualityModelConfig().mlp, cli.mlp)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["0.003 0.003 0.003", "(32,) [32] (32,)"]
