@@ -216,6 +216,82 @@ def cmd_evaluate_real(args: argparse.Namespace) -> int:
     )
 
 
+def _mlflow() -> tuple[str, str | None]:
+    """Tracking URI and artifact root: the store this deployment's assets log to."""
+    import dagster as dg
+
+    from vq_assets.resources import resources_for_deployment
+
+    store = resources_for_deployment()["mlflow_tracking"]
+    uri, root = (
+        v.get_value() if isinstance(v, dg.EnvVar) else v
+        for v in (store.tracking_uri, store.artifact_root)
+    )
+    return uri, root
+
+
+def _print_sweep(result) -> None:
+    import math
+
+    def cell(value, width: int) -> str:
+        return f"{value:>{width}.4f}" if isinstance(value, float) else f"{value!s:>{width}}"
+
+    keys = list(result.best_point)
+    rows = sorted(
+        result.summary.to_pylist(),
+        key=lambda r: r["selection_score"] if math.isfinite(r["selection_score"]) else -math.inf,
+        reverse=True,
+    )
+    print(f"{'child run':<34} {'score':>7} {'val_loss':>9} {'epochs':>6}  " + "  ".join(keys))
+    for r in rows:
+        print(
+            f"{r['child_run_id']:<34} {cell(r['selection_score'], 7)} "
+            f"{cell(r['best_val_loss'], 9)} {cell(r['epochs_trained'], 6)}  "
+            + "  ".join(str(r[k]) for k in keys)
+        )
+    best = result.best["child_run_id"]
+    print(f"MLflow parent run {result.parent_run_id}; best child {best}: {result.best_point}")
+    print(f"nothing applied; to train the weekly model with it: vq sweep --apply {best}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Sweep the model's settings on a week's training set, or apply a child's settings."""
+    from vq_assets.core.model import sweep
+    from vq_assets.core.model.settings import ModelShape, TrainSettings, from_arguments
+
+    if args.apply:
+        changes = sweep.apply_child(_mlflow()[0], args.apply, args.applied_file)
+        for name, (before, after) in changes.items():
+            print(f"{name}: {before} -> {after}")
+        print(
+            f"wrote {args.applied_file}: the defaults of the weekly quality_model (and of every "
+            "command derived from its settings) once the code location reloads; commit it"
+        )
+        return 0
+    lake = _lake(args.lake)
+    weeks = lake.list_days(lake.asset_dir("training_set"))
+    week = args.week.isoformat() if args.week else (weeks[-1] if weeks else None)
+    if week not in weeks:
+        print(f"vq sweep: no training_set partition {week} in {lake.root}", file=sys.stderr)
+        return 1
+    tracking_uri, artifact_root = _mlflow()
+    result = sweep.run_sweep(
+        lake.read_table(lake.asset_file("training_set", week)),
+        args.space,
+        shape=from_arguments(ModelShape, args),
+        settings=from_arguments(TrainSettings, args),
+        tracking_uri=tracking_uri,
+        artifact_root=artifact_root,
+        name=week,
+        trials=args.trials,
+        seed=args.search_seed,
+        params={"week": week},
+        say=print,
+    )
+    _print_sweep(result)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the Dagster UI on 127.0.0.1 with the local instance (DAGSTER_HOME = repo root)."""
     env = dict(os.environ)
@@ -314,10 +390,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate_real)
 
+    _add_sweep(sub)
+
     p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
     return parser
+
+
+def _add_sweep(sub) -> None:
+    from vq_assets.core.model.settings import (
+        APPLIED_FILE,
+        ModelShape,
+        TrainSettings,
+        add_arguments,
+    )
+
+    p = sub.add_parser(
+        "sweep",
+        help="sweep the model's settings on a week's training set (MLflow child runs), or "
+        "apply a child's settings to the weekly model",
+        description="Every child trains from the settings given by the other flags (default: "
+        "the weekly model's) with its point applied, and is scored on the validation days.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--space", help='JSON, setting -> values, e.g. \'{"lr": [0.001, 0.003], "width": [64]}\''
+    )
+    what.add_argument(
+        "--apply",
+        metavar="RUN_ID",
+        help="write this sweep child's settings where the weekly quality_model reads its "
+        "defaults from (the only way a sweep changes them)",
+    )
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.add_argument("--week", type=_date, help="training_set partition (default: the latest)")
+    p.add_argument("--trials", type=int, help="draw this many grid points (default: all)")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the --trials draw")
+    p.add_argument("--applied-file", type=Path, default=APPLIED_FILE, help=argparse.SUPPRESS)
+    add_arguments(p, ModelShape)
+    # Children never share a checkpoint folder; loader workers are placement.
+    add_arguments(p, TrainSettings, exclude=("checkpoint_dir", "num_workers"))
+    p.set_defaults(func=cmd_sweep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
