@@ -132,6 +132,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         args.lake = str(Path(args.lake).expanduser().resolve())
     os.environ["VQ_LAKE"] = args.lake  # the lake resource reads it when each run starts
     from vq_assets.closed_loop import ExperimentReplay, Plan, report
+    from vq_assets.core.serving.experiment import Guardrails
     from vq_assets.core.sources.simulator.closed_loop import ClosedLoop, LoopSettings
     from vq_assets.definitions import build_definitions
     from vq_assets.partitions import START_DATE, TRAIN_WEEKS
@@ -171,8 +172,15 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         log_file=log_file,
         verbose=args.verbose,
         asset_config={
-            "flywheel_sampling_weights": {"policy": args.flywheel_policy},
-            "flywheel_experiment": {"resamples": args.resamples},
+            "flywheel_sampling_weights": {
+                "policy": args.flywheel_policy,
+                "temperature": args.temperature,
+                "epsilon": args.epsilon,
+            },
+            "flywheel_experiment": {
+                "resamples": args.resamples,
+                "gini_max_rise": args.gini_max_rise,
+            },
         },
         world=world,
         plan=Plan(args.ab_days, args.control, args.treatment),
@@ -185,7 +193,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
     print(f"Dagster's step logs: {log_file} (and the Dagster UI)")
     ab_days = replay.run_loop(start.isoformat())
-    text, passed = report(lake, ab_days, resamples=args.resamples, seed=args.seed)
+    guardrails = Guardrails(gini_max_rise=args.gini_max_rise)
+    text, passed = report(
+        lake, ab_days, resamples=args.resamples, seed=args.seed, guardrails=guardrails
+    )
     print(text)
     return 0 if passed else 1
 
@@ -352,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", default="uniform", help="uniform, vq, or a lake folder")
     p.add_argument("--treatment", default="vq", help="uniform, vq, or a lake folder")
     p.add_argument("--flywheel-policy", choices=["exp", "thompson"], default="thompson")
+    p.add_argument("--temperature", type=float, default=1.0, help="of the flywheel's softmax")
+    p.add_argument(
+        "--epsilon", type=float, default=0.5, help="the flywheel's uniform exploration floor"
+    )
+    p.add_argument(
+        "--gini-max-rise",
+        type=float,
+        default=0.10,
+        help="guardrail: how far the cold starts' exposure Gini may rise (a quality policy "
+        "concentrates exposure by design)",
+    )
     p.add_argument("--treatment-share", type=float, default=0.5, help="of viewers")
     p.add_argument("--cold-start-plays", type=float, default=12.0, help="per new video")
     p.add_argument("--salt", default="vq-flywheel", help="of the user split")

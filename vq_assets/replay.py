@@ -165,10 +165,15 @@ class Replay:
         with self.log_file.open("a", encoding="utf-8") as f:
             f.writelines(_log_line(e) + "\n" for e in entries)
 
-    def _run(self, job: str, partition: str, assets: list[str]) -> None:
+    def _run(
+        self, job: str, partition: str, assets: list[str], *, checks_may_fail: bool = False
+    ) -> bool:
+        """Run `job` on the partition for the assets not yet materialized; False when a
+        blocking check failed and `checks_may_fail` (a result, not an error: the asset's
+        output is written); any other failure raises."""
         todo = [a for a in assets if not self._done(a, partition)]
         if not todo:
-            return
+            return True
         started = time.monotonic()
         level = "DEBUG" if self.verbose else "ERROR"
         result = self.defs.resolve_job_def(job).execute_in_process(
@@ -186,6 +191,11 @@ class Replay:
         )
         self.runs += 1
         self._keep_log(result.run_id)
+        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        if not result.success and checks_may_fail and failed_checks:
+            names = ", ".join(e.check_name for e in failed_checks)
+            self._steps.append(f"{job}[{partition}] blocking check FAILED ({names})")
+            return False
         if not result.success:
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
@@ -199,6 +209,7 @@ class Replay:
         self._steps.append(f"{job}[{partition}] {time.monotonic() - started:.1f}s")
         if self.verbose:
             self.log(f"  {job}[{partition}] {', '.join(todo)} in {time.monotonic() - started:.1f}s")
+        return True
 
     def day(self, day: str) -> None:
         self.week(day)

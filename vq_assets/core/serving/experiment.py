@@ -370,7 +370,7 @@ def evaluate_experiment(
         )
     return ExperimentResult(
         differences=differences,
-        guardrails=check_guardrails({d.metric: d for d in differences}, guardrails),
+        guardrails=check_guardrails({d.metric: d for d in differences}, guardrails, scope),
         users={arm: a.sums.shape[0] for arm, a in zip(ARMS, arms, strict=True)},
         impressions={arm: int(a.sums[:, 0].sum()) for arm, a in zip(ARMS, arms, strict=True)},
         resamples=resamples,
@@ -378,12 +378,22 @@ def evaluate_experiment(
     )
 
 
+# The guardrails each scope answers for: what the policy places (skips, concentration and
+# creator coverage of the cold starts) and what a new video gets of its week (its skips and
+# whether it reaches N plays); flagged videos in both.
+SCOPE_GUARDRAILS = {
+    "cold_start": ("skip_rate", "exposure_concentration", "creator_coverage", "flagged_exposure"),
+    "window": ("skip_rate", "discoverable_corpus", "flagged_exposure"),
+}
+
+
 def check_guardrails(
-    differences: Mapping[str, Difference], tolerances: Guardrails
+    differences: Mapping[str, Difference], tolerances: Guardrails, scope: str | None = None
 ) -> list[GuardrailResult]:
-    """Pass/fail per guardrail on the point estimate of treatment - control, with the reason
-    (and the interval, so a reader sees whether the regression is beyond noise). A guardrail
-    that cannot be measured (an arm without impressions) fails: it protects nothing."""
+    """Pass/fail per guardrail (those of `scope`, all without one) on the point estimate of
+    treatment - control, with the reason (and the interval, so a reader sees whether the
+    regression is beyond noise). A guardrail that cannot be measured (an arm without
+    impressions) fails: it protects nothing."""
     rules = [
         ("skip_rate", "skip_rate", +1, tolerances.skip_rate_max_rise, "rise"),
         ("exposure_concentration", "exposure_gini", +1, tolerances.gini_max_rise, "rise"),
@@ -397,6 +407,8 @@ def check_guardrails(
             "fall",
         ),
     ]
+    if scope is not None:
+        rules = [r for r in rules if r[0] in SCOPE_GUARDRAILS[scope]]
     out = []
     for name, metric, sign, tolerance, verb in rules:
         d = differences[metric]
