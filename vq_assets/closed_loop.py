@@ -28,7 +28,7 @@ from vq_assets.core.sources.simulator.closed_loop import (
     weights_policy,
 )
 from vq_assets.defs.automation import EVENT_ASSETS, FEATURE_ASSETS
-from vq_assets.replay import Replay, ReplayError, _clock
+from vq_assets.replay import Replay, ReplayError, _clock, reclaim_dead_runs
 
 EXPERIMENT_ASSETS = ["flywheel_experiment"]
 # Days the warm-up may take before a promoted model scores: beyond, something is wrong.
@@ -59,6 +59,8 @@ class ExperimentReplay(Replay):
     """`Replay` with the world in the loop: its days land as the chain needs them."""
 
     def __init__(self, *args, world: ClosedLoop, plan: Plan, **kwargs) -> None:
+        # The related-videos side (CDML towers, minutes a week) plays no part in the flywheel.
+        kwargs.setdefault("cdml", False)
         super().__init__(*args, **kwargs)
         self.world, self.plan = world, plan
         self.policies = {
@@ -89,6 +91,8 @@ class ExperimentReplay(Replay):
 
     def run_loop(self, start: str) -> list[str]:
         """Run from `start` until the last A/B day's window has closed; the A/B days."""
+        for run_id in reclaim_dead_runs(self.instance):
+            self.log(f"  reclaimed run {run_id}: its process was gone; marked failed, slots freed")
         t0, day, i = time.monotonic(), start, 0
         while not self.ab_days or shift(self.ab_days[-1], WINDOW_DAYS) >= day:
             if not self.ab_days and i >= MAX_WARMUP_DAYS:

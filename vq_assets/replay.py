@@ -138,12 +138,14 @@ class Replay:
         log_file: Path | None = None,
         verbose: bool = False,
         asset_config: dict[str, dict] | None = None,
+        cdml: bool = True,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
         self.train_days, self.min_train_days = train_days, min_train_days
         self.log_file, self.verbose = log_file, verbose
         # Run config of assets by name (e.g. the flywheel's policy), given whenever they run.
         self.asset_config = asset_config or {}
+        self.cdml = cdml
         self.runs = 0
         self._steps: list[str] = []
         self._warned: set[tuple[str, str]] = set()
@@ -228,7 +230,7 @@ class Replay:
             self._steps.append(
                 f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
             )
-        events = events_landed(self.lake)
+        events = self.cdml and events_landed(self.lake)
         if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
             self._run("cdml", day, CDML_ASSETS)
 
