@@ -1,14 +1,15 @@
 """`vq experiment`: a closed-loop A/B of the flywheel on a simulated world, end to end through
 the Dagster jobs (DESIGN §7).
 
-Each day D, in order: land D's videos; at a week start, retrain (and the CDML tower); D's
-chain up to its scores and flywheel weights (with the configured policy, e.g. Thompson
-sampling); land D's plays, each arm's cold starts placed by its policy, the treatment's from
-the weights just materialised (`ClosedLoop.land_events`); D's event assets; then the labels of
-D-7 and, for an A/B day, its `flywheel_experiment`. Days before the first promoted model are
-the warm-up: cold starts uniform, no arms. The A/B runs for `ab_days` creation days from the
-first scored day, and the world runs 7 more days so that their windows close. Like `Replay`,
-every step is a run on the instance (the UI shows it) and an interrupted run resumes.
+Each day D, in order: land D's videos; at a week start, retrain (no CDML tower: the related
+videos play no part in the flywheel); D's chain up to its scores and flywheel weights (with the
+configured policy, e.g. Thompson sampling); land D's plays, each arm's cold starts placed by its
+policy, the treatment's from the weights just materialised (`ClosedLoop.land_events`); D's
+event assets; then the labels of D-7 and, for an A/B day, its `flywheel_experiment`. Days
+before the first promoted model are the warm-up: cold starts uniform, no arms. The A/B runs for
+`ab_days` creation days from the first scored day, and the world runs 7 more days (without
+retraining) so that their windows close. Like `Replay`, every step is a run on the instance
+(the UI shows it) and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class ExperimentReplay(Replay):
         landed = self.lake.day_complete("videos", day)
         if not landed:
             self.world.land_videos(date)
-        self.week(day)
+        if len(self.ab_days) < self.plan.ab_days:  # a model trained later would score no A/B day
+            self.week(day)
         self.chain(day, [a for a in FEATURE_ASSETS if a not in EVENT_ASSETS])
         ab = len(self.ab_days) < self.plan.ab_days and self.scoring(day)
         if ab:
