@@ -1,8 +1,9 @@
 """`vq experiment`: a closed-loop A/B of the flywheel on a simulated world, end to end through
 the Dagster jobs (DESIGN §7).
 
-Each day D, in order: land D's videos; at a week start, retrain (no CDML tower: the related
-videos play no part in the flywheel); D's chain up to its scores and flywheel weights (with the
+Each day D, in order: land D's videos; at a week start, retrain (the training set and the
+model through its promotion gate; no evaluation and no CDML tower, which play no part in the
+flywheel: `vq run` makes them); D's chain up to its scores and flywheel weights (with the
 configured policy, e.g. Thompson sampling); land D's plays, each arm's cold starts placed by its
 policy, the treatment's from the weights just materialised (`ClosedLoop.land_events`); D's
 event assets; then the labels of D-7 and, for an A/B day, its `flywheel_experiment`. Days
@@ -28,7 +29,7 @@ from vq_assets.core.sources.simulator.closed_loop import (
     uniform_policy,
     weights_policy,
 )
-from vq_assets.defs.automation import EVENT_ASSETS, FEATURE_ASSETS
+from vq_assets.defs.automation import EVENT_ASSETS, FEATURE_ASSETS, RETRAIN_ASSETS
 from vq_assets.replay import Replay, ReplayError, _clock, reclaim_dead_runs
 
 EXPERIMENT_ASSETS = ["flywheel_experiment"]
@@ -63,6 +64,9 @@ class ExperimentReplay(Replay):
         # The related-videos side (CDML towers, minutes a week) plays no part in the flywheel.
         kwargs.setdefault("cdml", False)
         super().__init__(*args, **kwargs)
+        # The model through its promotion gate is what scores; its weekly evaluation (ablations,
+        # baselines: most of a retrain's time) is `vq run`'s business.
+        self.retrain_assets = [a for a in RETRAIN_ASSETS if a != "model_evaluation"]
         self.world, self.plan = world, plan
         self.policies = {
             arm: policy_named(name, self.lake)

@@ -146,6 +146,7 @@ class Replay:
         # Run config of assets by name (e.g. the flywheel's policy), given whenever they run.
         self.asset_config = asset_config or {}
         self.cdml = cdml
+        self.retrain_assets = RETRAIN_ASSETS
         self.runs = 0
         self._steps: list[str] = []
         self._warned: set[tuple[str, str]] = set()
@@ -225,7 +226,8 @@ class Replay:
             return
         complete = label_days_for_week(day, self.train_days, START_DATE)
         if len(complete) >= self.min_train_days:
-            self._run("retrain", day, RETRAIN_ASSETS)
+            # A model the gate refuses is a result (the current one keeps scoring), not an error.
+            self._run("retrain", day, self.retrain_assets, checks_may_fail=True)
         else:
             self._steps.append(
                 f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
