@@ -22,7 +22,7 @@ allows one to know: the luck of distribution and of a few dozen plays left out),
 caption's worth is less buried in label noise. The issue's goal: caption_ngrams above
 sentence_emb on the non-English captions.
 
-    python bench/captions.py                         # 26 days x 250 videos, ~10 min on 2 busy cores
+    python bench/captions.py          # 26 days x 250 videos, 10-35 min on 2 shared cores
     python bench/captions.py --days 40 --videos-per-day 500 --members 5
 """
 
