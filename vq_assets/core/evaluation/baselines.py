@@ -59,6 +59,8 @@ def _flat(data: QualityDataset, groups: tuple[str, ...]) -> tuple[np.ndarray, li
     cols, cats, at = [], [], 0
     for g in groups:
         x = data.features[g]
+        if x.dtype.kind == "U":  # a text is a bag of n-grams for the network, not a column
+            continue
         if x.ndim == 1:
             cats.append(at)
             x = x[:, None]

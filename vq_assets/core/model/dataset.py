@@ -23,8 +23,9 @@ class QualityDataset:
     """In-memory rows: one per video.
 
     Args:
-        features: group name -> ``[n, d]`` float array (dense, NaN allowed) or ``[n]`` integer
-            array (categorical index). May hold more groups than a model uses.
+        features: group name -> ``[n, d]`` float array (dense, NaN allowed), ``[n]`` integer
+            array (categorical index) or ``[n]`` str array (a text, ``""`` when there is
+            none; the network hashes it, ``ngrams.py``). May hold more groups than a model uses.
         targets: task name -> ``[n]`` float array in natural units, NaN for null. Empty when the
             dataset is only scored.
         plays: ``[n]`` play counts (weights of the skip-rate likelihood); None when only scored.
@@ -89,24 +90,26 @@ class QualityDataset:
         )
 
 
-def infer_groups(dataset: QualityDataset) -> tuple[dict[str, int], dict[str, int]]:
-    """``(dense_dims, cat_cardinalities)`` of a dataset: 2-D float groups are dense, 1-D integer
-    groups categorical with cardinality ``max + 1`` (so infer on all rows, not a split)."""
-    dense, cats = {}, {}
+def infer_groups(
+    dataset: QualityDataset,
+) -> tuple[dict[str, int], dict[str, int], tuple[str, ...]]:
+    """``(dense_dims, cat_cardinalities, text_groups)`` of a dataset: 2-D float groups are dense,
+    1-D integer groups categorical with cardinality ``max + 1`` (so infer on all rows, not a
+    split), 1-D str groups texts."""
+    dense, cats, texts = {}, {}, []
     for name, values in dataset.features.items():
         if values.ndim == 2 and np.issubdtype(values.dtype, np.floating):
             dense[name] = int(values.shape[1])
         elif values.ndim == 1 and np.issubdtype(values.dtype, np.integer):
             cats[name] = int(values.max()) + 1 if len(values) else 1
+        elif values.ndim == 1 and np.issubdtype(values.dtype, np.str_):
+            texts.append(name)
         else:
             raise ValueError(
-                f"group {name!r}: expected [n, d] float or [n] int, got "
+                f"group {name!r}: expected [n, d] float, [n] int or [n] str, got "
                 f"{values.dtype} {values.shape}"
             )
-    return dense, cats
-
-
-# Whitening regulariser: eigenvalues below WHITEN_EPS * the largest are not blown up to unit
+    return dense, cats, tuple(texts)
 
 
 class TensorRows(Dataset):
@@ -136,6 +139,8 @@ class TensorRows(Dataset):
             if len(idx) and (idx.min() < 0 or idx.max() >= card):
                 raise ValueError(f"group {name!r}: indices must lie in [0, {card})")
             self.features[name] = torch.from_numpy(idx.astype(np.int64))
+        for name, hashing in config.text_hashing.items():
+            self.features[name] = torch.from_numpy(hashing.matrix(features[name].tolist()))
         n = len(dataset)
         self.targets: dict[str, torch.Tensor] = {}
         self.plays = torch.zeros(n)

@@ -2,10 +2,11 @@
 
 The same join and the same encoding serve training (`training_set`) and scoring
 (`quality_scores`), so a feature can never mean one thing at training time and another when a new
-video is scored. Every column here is known when the video is created: its own row, its media
-embeddings, creator history that the point-in-time `creator_features` asset already cut at the
-day's start, and the outcomes of its nearest earlier videos whose label windows had closed by
-then (the `retrieval_prior` asset, `retrieval.py`).
+video is scored. Every column here is known when the video is created: its own row (its caption
+too, as text the network hashes into n-grams), its media embeddings, creator history that the
+point-in-time `creator_features` asset already cut at the day's start, and the outcomes of its
+nearest earlier videos whose label windows had closed by then (the `retrieval_prior` asset,
+`retrieval.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from vq_assets.core.model.retrieval import prior_columns, retrieval_matrix
 # Index 0 = unknown (null), last = any other ISO-639-1 code: the cardinality never changes.
 LANGUAGES = ("en", "es", "pt", "id", "ja", "ko", "ar", "hi", "fr", "de", "ru", "tr", "vi", "th")
 DURATION_EDGES_S = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0)
+# The caption's text group keeps its first characters only: a fixed-width str column costs the
+# longest row's width on every row, and the hashing reads fewer (``NgramHashing.max_ids``).
+CAPTION_CHARS = 512
 
 CATEGORICAL = {
     "language": len(LANGUAGES) + 2,
@@ -49,9 +53,11 @@ CREATOR_FEATURES = (
     "prior_mean_engagement_rate",
 )
 
-# Feature groups per ablation (DESIGN §6); the full model is the last. The arm before it is the
-# full model without the retrieval-augmented prior: `model_evaluation` measures the prior's
-# value as the difference of the two.
+# Feature groups per ablation (DESIGN §6); the full model is `FULL_MODEL`. The arm before it is
+# the full model without the retrieval-augmented prior: `model_evaluation` measures the prior's
+# value as the difference of the two. The last arm adds the learned caption n-grams, which
+# production leaves out: on the simulator (bench/captions.py) they read non-English captions
+# better than the English sentence encoder but add nothing beside it and the creator's history.
 _WITHOUT_RETRIEVAL = ("image_emb", "text_emb", "creator", "length", *CATEGORICAL)
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "embeddings_only": ("image_emb", "text_emb"),
@@ -59,6 +65,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "both": ("image_emb", "text_emb", "creator"),
     "both_language_length": _WITHOUT_RETRIEVAL,
     "with_retrieval": (*_WITHOUT_RETRIEVAL, "retrieval"),
+    "with_caption_ngrams": (*_WITHOUT_RETRIEVAL, "retrieval", "caption_ngrams"),
 }
 FULL_MODEL = "with_retrieval"
 WITHOUT_RETRIEVAL = "both_language_length"
@@ -215,6 +222,12 @@ def creator_matrix(table: pa.Table) -> np.ndarray:
     return np.nan_to_num(np.stack([cols[c] for c in CREATOR_FEATURES], axis=1)).astype(np.float32)
 
 
+def caption_texts(captions: list[str | None]) -> np.ndarray:
+    """``[n]`` str: each caption's first ``CAPTION_CHARS`` characters, ``""`` for null (the
+    network hashes them into n-grams, ``ngrams.py``)."""
+    return np.array([(c or "")[:CAPTION_CHARS] for c in captions], dtype=np.str_)
+
+
 def to_dataset(table: pa.Table) -> QualityDataset:
     """Model inputs (and targets and plays when the table has labels) from `joined_rows`."""
     created = table.column("created_at").to_pylist()
@@ -229,6 +242,8 @@ def to_dataset(table: pa.Table) -> QualityDataset:
         "hour": np.array([c.hour for c in created], np.int64),
         "weekday": np.array([c.weekday() for c in created], np.int64),
     }
+    if "caption" in table.column_names:
+        features["caption_ngrams"] = caption_texts(table.column("caption").to_pylist())
     if "n_neighbours" in table.column_names:  # joined with the retrieval prior
         features["retrieval"] = retrieval_matrix(table)
     features = {k: v for k, v in features.items() if v.ndim == 1 or v.shape[1] > 0}
@@ -249,15 +264,16 @@ def groups_for(
 ) -> tuple[str, ...]:
     """The ablation's groups that the data has (a text-only encoder has no image group).
 
-    With `rows` (the training rows), a dense group constant over them is left out too: the
+    With `rows` (the training rows), a dense or text group constant over them is left out too: the
     network can learn nothing from it, and where it varies later its untrained projection only
     adds noise (the retrieval prior is missing on every row of a world's first 8 days, so a
     first model trained on those days alone must not take it)."""
 
     def varies(values: np.ndarray) -> bool:
-        if rows is None or values.ndim == 1:
+        text = values.dtype.kind == "U"  # a platform without captions has only ""
+        if rows is None or (values.ndim == 1 and not text):
             return True
-        x = np.nan_to_num(values[rows])
+        x = values[rows] if text else np.nan_to_num(values[rows])
         return bool(len(x)) and bool((x != x[0]).any())
 
     return tuple(

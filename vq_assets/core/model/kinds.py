@@ -34,7 +34,9 @@ class Kind:
     def natural(self, out: torch.Tensor) -> torch.Tensor:
         """Training-space head output -> natural units."""
         if self.name == "log1p":
-            return torch.expm1(out)
+            # A count or a time is never negative: a head a little below 0 (after
+            # recalibration's shift, say) means 0, not -0.02 likes.
+            return torch.expm1(out.clamp(min=0.0))
         if self.name == "binomial":
             return torch.sigmoid(out)
         if self.name == "rate":

@@ -9,7 +9,9 @@ The model is assembled from small named parts, in the style of torchrec's ``cros
         ─► MLP ─► [B, H] ─► TaskHeads ─► {task: [B]}
 
 Every feature group is optional: the model is built from whatever groups ``NetworkConfig`` names,
-which is how the feature ablation (embeddings only / creator only / ...) is trained.
+which is how the feature ablation (embeddings only / creator only / ...) is trained. Groups are
+dense vectors, categorical indices, or texts (a caption) as bags of hashed n-gram ids
+(``ngrams.py``) whose embeddings are learnt with the rest of the network.
 
 Heads output *training-space* values (log1p of counts and times, logits of shares, log rates,
 popularity scores; see ``kinds.py``); ``to_natural_units`` turns them into the units a consumer
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vq_assets.core.model import tasks as tasks_
+from vq_assets.core.model.ngrams import NgramHashing
 from vq_assets.core.model.popularity import PopularityScale
 from vq_assets.core.model.settings import ModelShape
 
@@ -47,6 +50,9 @@ class NetworkConfig:
         loss_scale: task -> factor of its loss (default 1). A rare rate's Poisson gradient,
             ``λ - r``, is of the rate's own size (0.02 for engagement): divided by the pooled
             training rate, the head learns at the pace of the others.
+        text_hashing: text group name -> how its texts become n-gram ids (saved with the model,
+            so that scoring computes the ids training saw); inputs are ``[B, L]`` integer ids,
+            0 = padding.
     """
 
     dense_dims: dict[str, int] = field(default_factory=dict)
@@ -55,13 +61,14 @@ class NetworkConfig:
     tasks: tuple[str, ...] = field(default_factory=tasks_.names)
     popularity: PopularityScale | None = None
     loss_scale: dict[str, float] = field(default_factory=dict)
+    text_hashing: dict[str, NgramHashing] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.dense_dims and not self.cat_cardinalities:
+        if not self.groups:
             raise ValueError("NetworkConfig needs at least one feature group")
-        overlap = set(self.dense_dims) & set(self.cat_cardinalities)
+        overlap = sorted({g for g in self.groups if self.groups.count(g) > 1})
         if overlap:
-            raise ValueError(f"groups both dense and categorical: {sorted(overlap)}")
+            raise ValueError(f"groups both dense and categorical, or text: {overlap}")
         unknown = [t for t in self.tasks if t not in tasks_.names()]
         if unknown or not self.tasks:
             raise ValueError(
@@ -74,8 +81,8 @@ class NetworkConfig:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """Group order of the ``G`` axis: dense groups first, then categorical ones."""
-        return (*self.dense_dims, *self.cat_cardinalities)
+        """Group order of the ``G`` axis: dense groups, then categorical, then text ones."""
+        return (*self.dense_dims, *self.cat_cardinalities, *self.text_hashing)
 
     def single(self) -> NetworkConfig:
         """The same network as one member (what each member of an ensemble is)."""
@@ -85,6 +92,7 @@ class NetworkConfig:
         return {
             "dense_dims": dict(self.dense_dims),
             "cat_cardinalities": dict(self.cat_cardinalities),
+            "text_hashing": {g: h.to_dict() for g, h in self.text_hashing.items()},
             "shape": {**asdict(self.shape), "mlp": list(self.shape.mlp)},
             "tasks": list(self.tasks),
             "popularity": None if self.popularity is None else self.popularity.to_dict(),
@@ -105,6 +113,9 @@ class NetworkConfig:
         return cls(
             dense_dims=d["dense_dims"],
             cat_cardinalities=d["cat_cardinalities"],
+            text_hashing={
+                g: NgramHashing.from_dict(h) for g, h in d.get("text_hashing", {}).items()
+            },
             shape=ModelShape(**shape),
             tasks=tuple(d["tasks"]),
             popularity=(
@@ -119,39 +130,60 @@ class GroupProjection(nn.Module):
 
     Dense groups go through a small bottom MLP, ``Linear -> ReLU -> Linear``, as in DLRM (no
     LayerNorm: it would erase the magnitude of numeric groups such as follower counts, which
-    carry the signal); categorical groups through ``nn.Embedding``.
+    carry the signal); categorical groups through ``nn.Embedding``; text groups through
+    ``nn.EmbeddingBag`` (the mean of their n-gram ids' ``text_dim``-wide embeddings, padding
+    left out, so an empty text gives zeros), then the dense groups' bottom MLP.
 
     Args:
         dense_dims: dense group name -> input width ``d_g``.
         cat_cardinalities: categorical group name -> cardinality.
         width: output width W.
+        text_buckets: text group name -> number of hash buckets (ids ``1..buckets``).
+        text_dim: width of the n-gram embeddings.
 
     Call Args:
         features: ``{name: [B, d_g] float}`` for dense groups, ``{name: [B] int64}`` for
-            categorical ones; extra keys are ignored.
+            categorical ones, ``{name: [B, L] int}`` n-gram ids for text ones; extra keys are
+            ignored.
 
     Returns:
-        torch.Tensor: ``[B, G, W]`` with G = len(dense_dims) + len(cat_cardinalities), in
-        dense-then-categorical order.
+        torch.Tensor: ``[B, G, W]`` with G the number of groups, in dense, categorical, text
+        order.
     """
 
     def __init__(
-        self, dense_dims: Mapping[str, int], cat_cardinalities: Mapping[str, int], width: int
+        self,
+        dense_dims: Mapping[str, int],
+        cat_cardinalities: Mapping[str, int],
+        width: int,
+        text_buckets: Mapping[str, int] | None = None,
+        text_dim: int = 32,
     ) -> None:
         super().__init__()
+
+        def bottom(dim: int) -> list[nn.Module]:
+            return [nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width)]
+
         self.dense = nn.ModuleDict(
-            {
-                name: nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width))
-                for name, dim in dense_dims.items()
-            }
+            {name: nn.Sequential(*bottom(dim)) for name, dim in dense_dims.items()}
         )
         self.embeddings = nn.ModuleDict(
             {name: nn.Embedding(card, width) for name, card in cat_cardinalities.items()}
+        )
+        self.texts = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.EmbeddingBag(buckets + 1, text_dim, mode="mean", padding_idx=0),
+                    *bottom(text_dim),
+                )
+                for name, buckets in (text_buckets or {}).items()
+            }
         )
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         vectors = [proj(features[name]) for name, proj in self.dense.items()]
         vectors += [emb(features[name]) for name, emb in self.embeddings.items()]
+        vectors += [bag(features[name]) for name, bag in self.texts.items()]
         return torch.stack(vectors, dim=1)
 
 
@@ -296,7 +328,8 @@ class QualityModel(nn.Module):
     """The assembled network; see the module docstring for the data flow.
 
     Call Args:
-        features: ``{group: [B, d_g] float32 | [B] int64}`` (dense features already normalised).
+        features: ``{group: [B, d_g] float32 | [B] int64 | [B, L] int64}`` (dense features
+            already normalised, texts as n-gram ids).
 
     Returns:
         dict[str, torch.Tensor]: ``{task: [B]}`` in training space.
@@ -308,7 +341,13 @@ class QualityModel(nn.Module):
         num_groups = len(config.groups)
         flat = num_groups * config.shape.width
         shape = config.shape
-        self.projection = GroupProjection(config.dense_dims, config.cat_cardinalities, shape.width)
+        self.projection = GroupProjection(
+            config.dense_dims,
+            config.cat_cardinalities,
+            shape.width,
+            {g: h.buckets for g, h in config.text_hashing.items()},
+            shape.text_dim,
+        )
         self.group_dropout = GroupDropout(shape.group_dropout)
         self.interaction = PairwiseInteraction(num_groups)
         self.cross = LowRankCrossNet(flat, shape.cross_layers, shape.cross_rank)

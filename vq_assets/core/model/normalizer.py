@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+# Whitening regulariser: eigenvalues below WHITEN_EPS * the largest are not blown up to unit
 # variance, so near-degenerate directions of an embedding stay small instead of becoming noise.
 WHITEN_EPS = 1e-3
 

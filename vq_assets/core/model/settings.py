@@ -82,6 +82,11 @@ class ModelShape:
         default=20.0,
         metadata=_help("k: a mean-over-plays label weighs plays / (plays + k) in the loss"),
     )
+    text_dim: int = field(
+        default=32,
+        # Narrower than `width`: the table has a row per hash bucket (ngrams.NgramHashing).
+        metadata=_help("width of a text group's n-gram embeddings, before the projection"),
+    )
 
     def __post_init__(self) -> None:
         if self.members < 1:
@@ -92,8 +97,11 @@ class ModelShape:
             raise ValueError(
                 f"watch_time_prior_plays must be >= 0, not {self.watch_time_prior_plays}"
             )
-        if self.width < 1 or any(s < 1 for s in self.mlp):
-            raise ValueError(f"width and mlp sizes must be >= 1: {self.width}, {self.mlp}")
+        if self.width < 1 or self.text_dim < 1 or any(s < 1 for s in self.mlp):
+            raise ValueError(
+                f"width, text_dim and mlp sizes must be >= 1: {self.width}, {self.text_dim}, "
+                f"{self.mlp}"
+            )
 
 
 @dataclass(frozen=True)

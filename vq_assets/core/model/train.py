@@ -31,6 +31,7 @@ from vq_assets.core.model.features import CATEGORICAL
 from vq_assets.core.model.inference import evaluate, recalibrate_heads, save_model
 from vq_assets.core.model.loop import EpochMetrics, FitResult, fit
 from vq_assets.core.model.network import NetworkConfig, QualityEnsemble
+from vq_assets.core.model.ngrams import NgramHashing
 from vq_assets.core.model.popularity import PopularityScale
 from vq_assets.core.model.settings import (
     ModelShape,
@@ -55,12 +56,14 @@ def network_config(
 ) -> NetworkConfig:
     """The network for ``groups`` of ``dataset``: 2-D float groups are dense, 1-D integer ones
     categorical, with the feature encoding's fixed cardinality where it has one (so that the
-    same groups always give the same network), else ``max + 1``. ``tasks``: default all."""
-    dense, cats = infer_groups(QualityDataset({g: dataset.features[g] for g in groups}))
+    same groups always give the same network), else ``max + 1``; str groups are texts, hashed
+    into n-grams with the default ``NgramHashing``. ``tasks``: default all."""
+    dense, cats, texts = infer_groups(QualityDataset({g: dataset.features[g] for g in groups}))
     cats = {g: max(c, CATEGORICAL.get(g, 0)) for g, c in cats.items()}
     return NetworkConfig(
         dense_dims=dense,
         cat_cardinalities=cats,
+        text_hashing={g: NgramHashing() for g in texts},
         shape=shape,
         tasks=tuple(tasks or tasks_.names()),
         popularity=popularity,

@@ -187,6 +187,7 @@ def test_natural_units() -> None:
     out = to_natural_units({"skips": torch.tensor([math.log1p(4.0)]), "skip_rate": torch.zeros(1)})
     assert out["skips"].item() == pytest.approx(4.0)
     assert out["skip_rate"].item() == 0.5
+    assert to_natural_units({"skips": torch.tensor([-0.1])})["skips"].item() == 0.0
 
 
 def test_seeded_output_is_pinned() -> None:

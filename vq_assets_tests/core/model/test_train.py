@@ -197,7 +197,7 @@ def test_save_load_round_trip_gives_identical_predictions(tiny, tmp_path: Path) 
 
 def test_model_learns_synthetic_targets() -> None:
     data = make_synthetic(3000, seed=1)
-    dense, cats = infer_groups(data)
+    dense, cats, _ = infer_groups(data)
     config = NetworkConfig(dense, cats, tiny_shape(width=32, cross_rank=16, mlp=(64,), dropout=0.0))
     train, val = data.subset(slice(0, 2400)), data.subset(slice(2400, None))
     result = fit(config, TrainConfig(lr=3e-3, batch_size=128, max_epochs=6, patience=2), train, val)

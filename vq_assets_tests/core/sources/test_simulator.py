@@ -1,5 +1,7 @@
+import dataclasses
 import datetime as dt
 import io
+import re
 from pathlib import Path
 
 import av
@@ -27,7 +29,10 @@ from vq_assets.core.sources.simulator import (
     render_frames,
     simulate,
     simulate_local,
+    world,
 )
+from vq_assets.core.sources.simulator.captions import LEXICONS
+from vq_assets.core.sources.simulator.world import Creators, make_day
 
 START = dt.date(2026, 1, 1)
 DAY_US = 86_400_000_000
@@ -373,3 +378,55 @@ def test_expected_labels_of_older_truth_leave_day0_and_virality_out(signal_world
     old = truth.drop_columns(["expected_plays_day0_at_creation", "followers"])
     expected = expected_labels(old)
     assert "virality" not in expected and "plays" in expected
+
+
+# Letters of each language's own script (the global hashtags such as #fyp stay latin).
+SCRIPTS = {
+    "ja": r"[\u3040-\u30ff\u4e00-\u9fff]",
+    "ko": r"[\uac00-\ud7af\u3130-\u318f]",
+    "ar": r"[\u0600-\u06ff]",
+    "hi": r"[\u0900-\u097f]",
+}
+
+
+def test_captions_are_written_in_the_videos_language():
+    day = make_day(Creators(11), 11, START, 3, 2000, 60.0)
+    seen = set()
+    for i, caption in enumerate(day.caption):
+        if caption is None:
+            continue
+        lang = LANGUAGES[day.language[i]]
+        seen.add(lang)
+        words = caption.split()
+        # The topic is read from the language's own words: one of them is always there.
+        topic_words = set(LEXICONS[lang].topics[day.topic[i]].split())
+        assert topic_words & set(words), (lang, caption)
+        if lang in SCRIPTS:
+            assert re.search(SCRIPTS[lang], caption), (lang, caption)
+            latin = [w for w in words if re.search("[a-z]", w) and not w.startswith("#")]
+            assert not latin, (lang, caption)
+        else:
+            assert not re.search("|".join(SCRIPTS.values()), caption), (lang, caption)
+    assert seen == set(LANGUAGES)
+
+
+def _old_captions(rng, topic, language, p_hook):
+    """The draws of the captions before they were written per language, in the same order and
+    shapes (a copy of the old English-only function's draws)."""
+    n = len(topic)
+    rng.integers(1, 4, n), rng.integers(0, 3, n), rng.integers(0, 4, n)
+    rng.integers(0, 1 << 30, (n, 3)), rng.integers(0, 21, (n, 2)), rng.integers(0, 1 << 30, (n, 3))
+    rng.integers(0, 6, n), rng.random(n), rng.random(n), rng.random(n)
+    return ["old"] * n
+
+
+def test_captions_leave_the_rest_of_the_world_unchanged(monkeypatch):
+    new = [make_day(Creators(5), 5, START, d, 300, 60.0) for d in range(2)]
+    monkeypatch.setattr(world, "captions", _old_captions)
+    old = [make_day(Creators(5), 5, START, d, 300, 60.0) for d in range(2)]
+    for a, b in zip(new, old, strict=True):
+        for f in dataclasses.fields(a):
+            if f.name != "caption":
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                assert x.equals(y) if isinstance(x, pa.Array) else np.array_equal(x, y), f.name
+        assert b.caption == ["old"] * len(b)

@@ -7,6 +7,12 @@ watch-fraction, full-watch and engagement rates are driven by appeal and duratio
 appeal is visible at creation time (topic and quality in the pixels, topic/hook/language in the
 caption, talent through the creator's history and followers) but not all of it.
 
+Captions are written in each video's own language and script (en, es, pt, id, ja, ko, ar, hi):
+its topic words, generic words, hook, greeting and topic hashtag all come from that language's
+words (`captions.LEXICONS`; the global hashtags such as #fyp stay latin), so reading the topic
+or the hook from a caption means reading that language. The language is the video's true one,
+even where the landed `language` is null.
+
 Randomness is split into independent streams keyed by `(seed, stream, index)`:
 creators by block of creator index, videos / media / events by day index counted from `origin`.
 A day therefore never depends on how many days are simulated, and any day can be re-created
@@ -34,9 +40,9 @@ evaluation uses it to know the best achievable score.
 cold-start impressions are placed by a sampling policy per arm of viewers (uniform, the lake's
 `flywheel_sampling_weights`, or a weights table), and its later plays get feedback from them.
 
-Modules: `world` (creators, videos, captions, exposure), `tables` (the landing and truth rows,
-watch events), `render` (frames, mp4, covers), `writer` (`simulate`, into a `Lake`) and
-`closed_loop` (day by day, policies in the loop).
+Modules: `world` (creators, videos, exposure), `captions` (the words of each language), `tables`
+(the landing and truth rows, watch events), `render` (frames, mp4, covers), `writer`
+(`simulate`, into a `Lake`) and `closed_loop` (day by day, policies in the loop).
 """
 
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA

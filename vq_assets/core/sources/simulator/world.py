@@ -14,42 +14,16 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-TOPICS = ("dance", "talking_head", "cooking", "pets", "gaming", "travel", "comedy", "sports")
+from .captions import LANGUAGES, TOPICS, captions
+
 # Base appeal, median duration (s) and share of plays in the slow tail, per topic.
 TOPIC_APPEAL = np.array([0.35, -0.45, 0.10, 0.45, -0.15, 0.0, 0.30, -0.25])
 TOPIC_DURATION = np.array([15.0, 45.0, 35.0, 14.0, 30.0, 22.0, 18.0, 20.0])
 TOPIC_TAIL = np.array([0.20, 0.25, 0.40, 0.30, 0.25, 0.40, 0.25, 0.20])
 
-LANGUAGES = ("en", "es", "pt", "id", "ja", "ko", "ar", "hi")
 LANGUAGE_P = np.array([0.38, 0.15, 0.10, 0.08, 0.07, 0.07, 0.07, 0.08])
 # Audience size by language moves exposure, not appeal.
 LANGUAGE_EXPOSURE = np.array([0.25, 0.10, 0.05, 0.0, -0.10, -0.10, -0.15, 0.0])
-GREETINGS = ("hello", "hola", "olá", "halo", "こんにちは", "안녕", "مرحبا", "नमस्ते")
-
-TOPIC_WORDS = {
-    "dance": "dance choreo moves groove beat routine challenge step trend spin rhythm remix",
-    "talking_head": "story opinion thoughts advice storytime rant podcast explain life truth "
-    "lesson talk",
-    "cooking": "recipe pasta dinner kitchen easy meal cook bake delicious homemade sauce chef",
-    "pets": "dog cat puppy kitten cute pet fluffy paws zoomies doggo meow bark",
-    "gaming": "game gameplay level boss speedrun clutch win stream controller noob glitch ranked",
-    "travel": "travel beach city trip sunset mountain explore hotel island roadtrip view hike",
-    "comedy": "funny prank joke laugh skit meme lol fail parody reaction comedy bit",
-    "sports": "goal match football basketball training workout skills score team gym run sprint",
-}
-GENERIC_WORDS = (
-    "my today new best this the so very really first quick daily little big crazy perfect "
-    "ultimate simple weekend morning night"
-).split()
-HOOKS = (
-    "wait for it",
-    "watch till the end",
-    "you won't believe this",
-    "part 2",
-    "must see",
-    "the ending",
-)
-GENERIC_TAGS = ("#fyp", "#foryou", "#viral", "#trending", "#explore", "#new")
 
 DAY_US = 86_400_000_000
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -259,43 +233,6 @@ def day_start_us(date: dt.date) -> int:
     return (date.toordinal() - EPOCH_ORDINAL) * DAY_US
 
 
-def _captions(
-    rng: np.random.Generator, topic: IntArray, language: IntArray, hook: FloatArray
-) -> list[str | None]:
-    """Short captions: topic words + generic words + hashtags, sometimes a hook or a greeting.
-
-    Topic words carry the topic, hooks carry part of the appeal, greetings the language.
-    """
-    n = len(topic)
-    vocab = [TOPIC_WORDS[t].split() for t in TOPICS]
-    n_topic = rng.integers(1, 4, n)
-    n_generic = rng.integers(0, 3, n)
-    n_tags = rng.integers(0, 4, n)
-    topic_pick = rng.integers(0, 1 << 30, (n, 3))
-    generic_pick = rng.integers(0, len(GENERIC_WORDS), (n, 2))
-    tag_pick = rng.integers(0, 1 << 30, (n, 3))
-    hook_pick = rng.integers(0, len(HOOKS), n)
-    has_hook = rng.random(n) < sigmoid(1.5 * hook - 1.0)
-    has_greeting = rng.random(n) < 0.3
-    null = rng.random(n) < 0.05
-    out: list[str | None] = []
-    for i in range(n):
-        if null[i]:
-            out.append(None)
-            continue
-        words_t = vocab[topic[i]]
-        words = [GENERIC_WORDS[j] for j in generic_pick[i, : n_generic[i]]]
-        words += [words_t[j % len(words_t)] for j in topic_pick[i, : n_topic[i]]]
-        if has_greeting[i]:
-            words.insert(0, GREETINGS[language[i]])
-        if has_hook[i]:
-            words.append(HOOKS[hook_pick[i]])
-        tags = [f"#{TOPICS[topic[i]].replace('_', '')}", *GENERIC_TAGS]
-        words += dict.fromkeys(tags[j % len(tags)] for j in tag_pick[i, : n_tags[i]])
-        out.append(" ".join(words))
-    return out
-
-
 def make_day(
     creators: Creators,
     seed: int,
@@ -366,7 +303,8 @@ def make_day(
     p_skip_taste = sigmoid(skip_logit - TASTE_SKIP * (1 - TASTE_SHARE))
     p_skip_explore = sigmoid(skip_logit + TASTE_SKIP * TASTE_SHARE)
 
-    caption = _captions(rng, topic, language, hook)
+    # Hooks carry part of the appeal: captions with a strong one show it more often.
+    caption = captions(rng, topic, language, sigmoid(1.5 * hook - 1.0))
     stamp = (origin + dt.timedelta(days=day)).strftime("%Y%m%d")
     video_id = pa.array([f"v{stamp}{i:07d}" for i in range(n)], pa.string())
 
