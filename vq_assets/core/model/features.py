@@ -62,6 +62,17 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
 }
 FULL_MODEL = "with_retrieval"
 WITHOUT_RETRIEVAL = "both_language_length"
+# The modality study (DESIGN §6): one input at a time against the full model (`all`). The
+# embeddings keep one image vector (frames, else the cover), so `cover_emb` exists only where
+# an encoder writes a separate cover vector; without it the arm is reported as not measured.
+MODALITIES: dict[str, tuple[str, ...]] = {
+    "text_only": ("text_emb",),
+    "image_only": ("image_emb",),
+    "cover_only": ("cover_emb",),
+    "creator_only": ("creator",),
+    "text_image": ("image_emb", "text_emb"),
+    "all": ABLATIONS[FULL_MODEL],
+}
 
 
 def joined_rows(
@@ -247,7 +258,8 @@ def to_dataset(table: pa.Table) -> QualityDataset:
 def groups_for(
     ablation: str, dataset: QualityDataset, rows: np.ndarray | None = None
 ) -> tuple[str, ...]:
-    """The ablation's groups that the data has (a text-only encoder has no image group).
+    """The ablation's (or modality arm's) groups that the data has (a text-only encoder has no
+    image group).
 
     With `rows` (the training rows), a dense group constant over them is left out too: the
     network can learn nothing from it, and where it varies later its untrained projection only
@@ -260,9 +272,8 @@ def groups_for(
         x = np.nan_to_num(values[rows])
         return bool(len(x)) and bool((x != x[0]).any())
 
-    return tuple(
-        g for g in ABLATIONS[ablation] if g in dataset.features and varies(dataset.features[g])
-    )
+    wanted = ABLATIONS[ablation] if ablation in ABLATIONS else MODALITIES[ablation]
+    return tuple(g for g in wanted if g in dataset.features and varies(dataset.features[g]))
 
 
 def label_days_for_week(week_start: str, n_days: int, first_day: str) -> list[str]:
