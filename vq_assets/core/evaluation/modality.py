@@ -117,8 +117,9 @@ def _arm_rows(
 def _not_measured(variant: str) -> str:
     if variant == "cover_only":
         return (
-            "video_embeddings keeps one image vector per video (frames, else the cover as a "
-            "fallback), no separate cover vector, so a cover-only model cannot be separated"
+            "the training set has no separate cover vector (cover_emb): its embeddings were "
+            "written before video_embeddings kept the cover apart, or the encoder has no image "
+            "tower"
         )
     return f"the training set has none of the groups {MODALITIES[variant]}"
 

@@ -43,9 +43,12 @@ def _captions(data) -> list[str | None]:
     return [None if i % 17 == 0 else ("amazing" if h else "boring") for i, h in enumerate(high)]
 
 
+DENSE = {"image_emb": 16, "text_emb": 16, "cover_emb": 8, "creator": 8}
+
+
 @pytest.fixture(scope="module")
 def study(one_torch_thread):
-    data = make_synthetic(N, seed=4)
+    data = make_synthetic(N, seed=4, dense_dims=DENSE)
     split = _split(N)
     full = fit_full(data, split)
     return modality_study(
@@ -65,9 +68,8 @@ def test_every_arm_and_task_has_a_finite_interval(study):
     result, _ = study
     rows = [r for r in result.rows if r["section"] == SECTION]
     measured = {r["variant"] for r in rows}
-    # The synthetic set has no cover vector: the arm is named as not measured, with why.
-    assert measured == (set(MODALITIES) - {"cover_only"}) | {LATE_FUSION, TEXT_REGRESSOR}
-    assert "cover_only" in result.not_measured
+    assert measured == set(MODALITIES) | {LATE_FUSION, TEXT_REGRESSOR}
+    assert not result.not_measured
     value = {(r["variant"], r["metric"]): r["value"] for r in rows}
     for variant in measured:
         for task in tasks.catalogue():
@@ -82,7 +84,28 @@ def test_every_arm_and_task_has_a_finite_interval(study):
     sweep = {r["variant"] for r in result.rows if r["section"] == SWEEP_SECTION}
     assert len(sweep) == 11
     table = modality_markdown(result.rows, result.not_measured)
-    assert "| text_regressor |" in table and "cover_only: not measured" in table
+    assert "| text_regressor |" in table and "| cover_only |" in table
+
+
+def test_arms_without_their_inputs_are_named_not_measured(one_torch_thread):
+    """Embeddings written before the cover vector existed, and the regressor turned off."""
+    data = make_synthetic(N, seed=4)  # no cover_emb group
+    split = _split(N)
+    full = fit_full(data, split)
+    known = {("image_emb", "text_emb"): full, ("creator",): full}  # skip training those arms
+    result = modality_study(data, split, _captions(data), full, known, TINY_SHAPE, TINY_TRAIN, None)
+    assert set(result.not_measured) == {"cover_only", TEXT_REGRESSOR}
+    assert "cover vector" in result.not_measured["cover_only"]
+    assert {r["variant"] for r in result.rows if r["section"] == SECTION} == {
+        "text_only",
+        "image_only",
+        "creator_only",
+        "text_image",
+        "all",
+        LATE_FUSION,
+    }
+    table = modality_markdown(result.rows, result.not_measured)
+    assert "cover_only: not measured" in table
 
 
 def test_late_fusion_alpha_is_chosen_on_validation_rows_only():
