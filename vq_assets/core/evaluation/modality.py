@@ -177,7 +177,6 @@ def modality_study(
             val.targets,
             test.targets,
         )
-        preds[LATE_FUSION] = fusion.test_predictions
         rows += _arm_rows(LATE_FUSION, fusion.test_predictions, full, test, settings.seed)
         rows += metric_rows(
             SECTION,
@@ -207,7 +206,6 @@ def modality_study(
         fine_tuned = fit_text_regressor(
             captions, data, split, list(full), text_regressor, test_mask
         )
-        preds[TEXT_REGRESSOR] = fine_tuned.predictions
         rows += _arm_rows(TEXT_REGRESSOR, fine_tuned.predictions, full, test, settings.seed)
         rows += metric_rows(
             SECTION,
