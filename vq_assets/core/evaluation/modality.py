@@ -117,11 +117,11 @@ def _arm_rows(
 def _not_measured(variant: str) -> str:
     if variant == "cover_only":
         return (
-            "the training set has no separate cover vector (cover_emb): its embeddings were "
-            "written before video_embeddings kept the cover apart, or the encoder has no image "
-            "tower"
+            "no cover vector (cover_emb) that varies over the training rows: no video has a "
+            "cover, the embeddings were written before video_embeddings kept the cover apart, "
+            "or the encoder has no image tower"
         )
-    return f"the training set has none of the groups {MODALITIES[variant]}"
+    return f"none of the groups {MODALITIES[variant]} varies over the training rows"
 
 
 def modality_study(
