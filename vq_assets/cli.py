@@ -125,6 +125,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """A closed-loop A/B of the flywheel on a simulated world, through Dagster; the report."""
+    os.environ.setdefault("VQ_TORCH_THREADS", "2")
+    if "://" not in args.lake:
+        args.lake = str(Path(args.lake).expanduser().resolve())
+    os.environ["VQ_LAKE"] = args.lake  # the lake resource reads it when each run starts
+    from vq_assets.closed_loop import ExperimentReplay, Plan, report
+    from vq_assets.core.serving.experiment import Guardrails
+    from vq_assets.core.sources.simulator.closed_loop import ClosedLoop, LoopSettings
+    from vq_assets.definitions import build_definitions
+    from vq_assets.partitions import START_DATE, TRAIN_WEEKS
+    from vq_assets.resources import vq_home
+
+    start = args.start or dt.date.fromisoformat(START_DATE)
+    if start.isoformat() != START_DATE:
+        print(
+            f"vq experiment: --start {start} but VQ_START_DATE is {START_DATE}: the world "
+            f"opens on the first partition; set VQ_START_DATE={start} or drop --start",
+            file=sys.stderr,
+        )
+        return 2
+    lake = _lake(args.lake)
+    if lake.list_days(lake.path("landing", "watch_events")) and not lake.list_days(
+        lake.path("truth", "cold_start")
+    ):
+        print(
+            f"vq experiment: {lake.root} holds an open-loop world; use a new lake", file=sys.stderr
+        )
+        return 2
+    settings = LoopSettings(
+        cold_start_plays=args.cold_start_plays,
+        treatment_share=args.treatment_share,
+        salt=args.salt,
+    )
+    world = ClosedLoop(
+        lake, start, args.videos_per_day, args.seed, media=not args.no_media, settings=settings
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log_file = Path(vq_home()) / "logs" / f"experiment-{stamp}.log"
+    replay = ExperimentReplay(
+        build_definitions(),
+        _instance(),
+        lake,
+        train_days=7 * TRAIN_WEEKS,
+        log_file=log_file,
+        verbose=args.verbose,
+        asset_config={
+            "flywheel_sampling_weights": {
+                "policy": args.flywheel_policy,
+                "temperature": args.temperature,
+                "epsilon": args.epsilon,
+            },
+            "flywheel_experiment": {
+                "resamples": args.resamples,
+                "gini_max_rise": args.gini_max_rise,
+            },
+        },
+        world=world,
+        plan=Plan(args.ab_days, args.control, args.treatment),
+    )
+    if not args.verbose:
+        _quiet_libraries(log_file)
+    print(
+        f"closed-loop A/B on {lake.root}: control {args.control}, treatment {args.treatment} "
+        f"(flywheel policy {args.flywheel_policy}), {args.ab_days} A/B days after the warm-up"
+    )
+    print(f"Dagster's step logs: {log_file} (and the Dagster UI)")
+    ab_days = replay.run_loop(start.isoformat())
+    guardrails = Guardrails(gini_max_rise=args.gini_max_rise)
+    text, passed = report(
+        lake, ab_days, resamples=args.resamples, seed=args.seed, guardrails=guardrails
+    )
+    print(text)
+    return 0 if passed else 1
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert a public data set into the landing zone (today: KuaiRand-Pure)."""
     import dataclasses
@@ -149,6 +225,82 @@ def cmd_evaluate_real(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         results_path=REPO_ROOT / "bench" / "RESULTS.md" if args.write_results else None,
     )
+
+
+def _mlflow() -> tuple[str, str | None]:
+    """Tracking URI and artifact root: the store this deployment's assets log to."""
+    import dagster as dg
+
+    from vq_assets.resources import resources_for_deployment
+
+    store = resources_for_deployment()["mlflow_tracking"]
+    uri, root = (
+        v.get_value() if isinstance(v, dg.EnvVar) else v
+        for v in (store.tracking_uri, store.artifact_root)
+    )
+    return uri, root
+
+
+def _print_sweep(result) -> None:
+    import math
+
+    def cell(value, width: int) -> str:
+        return f"{value:>{width}.4f}" if isinstance(value, float) else f"{value!s:>{width}}"
+
+    keys = list(result.best_point)
+    rows = sorted(
+        result.summary.to_pylist(),
+        key=lambda r: r["selection_score"] if math.isfinite(r["selection_score"]) else -math.inf,
+        reverse=True,
+    )
+    print(f"{'child run':<34} {'score':>7} {'val_loss':>9} {'epochs':>6}  " + "  ".join(keys))
+    for r in rows:
+        print(
+            f"{r['child_run_id']:<34} {cell(r['selection_score'], 7)} "
+            f"{cell(r['best_val_loss'], 9)} {cell(r['epochs_trained'], 6)}  "
+            + "  ".join(str(r[k]) for k in keys)
+        )
+    best = result.best["child_run_id"]
+    print(f"MLflow parent run {result.parent_run_id}; best child {best}: {result.best_point}")
+    print(f"nothing applied; to train the weekly model with it: vq sweep --apply {best}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Sweep the model's settings on a week's training set, or apply a child's settings."""
+    from vq_assets.core.model import sweep
+    from vq_assets.core.model.settings import ModelShape, TrainSettings, from_arguments
+
+    if args.apply:
+        changes = sweep.apply_child(_mlflow()[0], args.apply, args.applied_file)
+        for name, (before, after) in changes.items():
+            print(f"{name}: {before} -> {after}")
+        print(
+            f"wrote {args.applied_file}: the defaults of the weekly quality_model (and of every "
+            "command derived from its settings) once the code location reloads; commit it"
+        )
+        return 0
+    lake = _lake(args.lake)
+    weeks = lake.list_days(lake.asset_dir("training_set"))
+    week = args.week.isoformat() if args.week else (weeks[-1] if weeks else None)
+    if week not in weeks:
+        print(f"vq sweep: no training_set partition {week} in {lake.root}", file=sys.stderr)
+        return 1
+    tracking_uri, artifact_root = _mlflow()
+    result = sweep.run_sweep(
+        lake.read_table(lake.asset_file("training_set", week)),
+        args.space,
+        shape=from_arguments(ModelShape, args),
+        settings=from_arguments(TrainSettings, args),
+        tracking_uri=tracking_uri,
+        artifact_root=artifact_root,
+        name=week,
+        trials=args.trials,
+        seed=args.search_seed,
+        params={"week": week},
+        say=print,
+    )
+    _print_sweep(result)
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -199,6 +351,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="print every Dagster event")
     p.set_defaults(func=cmd_demo, mean_plays=60.0, no_media=False, counters=None)
 
+    p = sub.add_parser(
+        "experiment",
+        help="a closed-loop A/B of the flywheel on a simulated world, through Dagster",
+    )
+    p.add_argument("--lake", required=True, help="lake root: a new one, or this experiment's")
+    p.add_argument("--start", type=_date, default=None, help="default: VQ_START_DATE")
+    p.add_argument("--videos-per-day", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ab-days", type=int, default=28, help="creation days in the A/B")
+    p.add_argument("--control", default="uniform", help="uniform, vq, or a lake folder")
+    p.add_argument("--treatment", default="vq", help="uniform, vq, or a lake folder")
+    p.add_argument("--flywheel-policy", choices=["exp", "thompson"], default="thompson")
+    p.add_argument("--temperature", type=float, default=1.0, help="of the flywheel's softmax")
+    p.add_argument(
+        "--epsilon", type=float, default=0.5, help="the flywheel's uniform exploration floor"
+    )
+    p.add_argument(
+        "--gini-max-rise",
+        type=float,
+        default=0.10,
+        help="guardrail: how far the cold starts' exposure Gini may rise (a quality policy "
+        "concentrates exposure by design)",
+    )
+    p.add_argument("--treatment-share", type=float, default=0.5, help="of viewers")
+    p.add_argument("--cold-start-plays", type=float, default=12.0, help="per new video")
+    p.add_argument("--salt", default="vq-flywheel", help="of the user split")
+    p.add_argument("--resamples", type=int, default=1000, help="user-level bootstrap draws")
+    p.add_argument("--no-media", action="store_true", help="no frames or covers")
+    p.add_argument("--verbose", action="store_true", help="print every Dagster event")
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("import", help="convert a public data set into the landing zone")
     p.add_argument("source", choices=["kuairand"])
     p.add_argument("path", help="the data set's folder, e.g. ../shared/data/kuairand_pure")
@@ -229,10 +412,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate_real)
 
+    _add_sweep(sub)
+
     p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
     return parser
+
+
+def _add_sweep(sub) -> None:
+    from vq_assets.core.model.settings import (
+        APPLIED_FILE,
+        ModelShape,
+        TrainSettings,
+        add_arguments,
+    )
+
+    p = sub.add_parser(
+        "sweep",
+        help="sweep the model's settings on a week's training set (MLflow child runs), or "
+        "apply a child's settings to the weekly model",
+        description="Every child trains from the settings given by the other flags (default: "
+        "the weekly model's) with its point applied, and is scored on the validation days.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--space", help='JSON, setting -> values, e.g. \'{"lr": [0.001, 0.003], "width": [64]}\''
+    )
+    what.add_argument(
+        "--apply",
+        metavar="RUN_ID",
+        help="write this sweep child's settings where the weekly quality_model reads its "
+        "defaults from (the only way a sweep changes them)",
+    )
+    p.add_argument("--lake", default=None, help="lake root (default: $VQ_LAKE or .vq/lake)")
+    p.add_argument("--week", type=_date, help="training_set partition (default: the latest)")
+    p.add_argument("--trials", type=int, help="draw this many grid points (default: all)")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the --trials draw")
+    p.add_argument("--applied-file", type=Path, default=APPLIED_FILE, help=argparse.SUPPRESS)
+    add_arguments(p, ModelShape)
+    # Children never share a checkpoint folder; loader workers are placement.
+    add_arguments(p, TrainSettings, exclude=("checkpoint_dir", "num_workers"))
+    p.set_defaults(func=cmd_sweep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from vq_assets.defs import (
     prior,
     related,
     serving,
+    sweep,
     training,
 )
 from vq_assets.defs.k8s import executor_for_deployment
@@ -29,6 +30,7 @@ def build_definitions() -> dg.Definitions:
         prior.defs,
         embeddings.defs,
         training.defs,
+        sweep.defs,
         serving.defs,
         experiment.defs,
         related.defs,

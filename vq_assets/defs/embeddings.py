@@ -79,10 +79,17 @@ def video_embeddings(
     context.log.info(
         f"encoder {enc.ident} loaded once for {len(days)} day(s): {days[0]}..{days[-1]}"
     )
-    if enc.placeholder:
+    described = enc.describe()
+    flagged = [
+        f"{modality} encoder {part['name']}@{part['version']}"
+        for modality, part in described.items()
+        if part["placeholder"]
+    ]
+    if flagged:
         context.log.warning(
-            f"encoder {enc.ident}: PLACEHOLDER weights (locally built, random) — the vectors "
-            "carry no pretrained meaning; set VQ_BLIP_MODEL to a BLIP retrieval checkpoint"
+            f"{', '.join(flagged)}: PLACEHOLDER weights (locally built, random) — the vectors "
+            "carry no pretrained meaning; configure a trained checkpoint (blip_model / "
+            "image_model / text_model on the encoder resource)"
         )
     started = time.monotonic()
 
@@ -105,6 +112,11 @@ def video_embeddings(
     summary = media_summary(table.column("media_status").to_pylist(), row_days.to_pylist(), days)
     counts = summary.counts
     elapsed = time.monotonic() - started
+    per_modality = {}  # e.g. image_encoder, image_encoder_version, image_placeholder
+    for modality, part in described.items():
+        per_modality[f"{modality}_encoder"] = part["name"]
+        per_modality[f"{modality}_encoder_version"] = part["version"]
+        per_modality[f"{modality}_placeholder"] = part["placeholder"]
     # Each day is judged alone: a multi-day run publishes only if every day passes.
     passed = all(s <= config.max_decode_error_share for s in summary.share_by_day.values())
     yield dg.Output(
@@ -115,6 +127,7 @@ def video_embeddings(
             "encoder": enc.ident,
             "encoder_version": enc.version,
             "placeholder_weights": enc.placeholder,
+            **per_modality,
             "image_dim": enc.image_dim,
             "text_dim": enc.text_dim,
             "frames_per_video": encoder.frames,

@@ -8,10 +8,11 @@ multiprocess executors) the tags are inert. The executor's run config `per_step_
 (keyed by op name) overrides any of this per cluster without a code change; see
 `deploy/helm/values.yaml`.
 
-GPU steps (`video_embeddings`, `quality_model`, `model_evaluation`) ask for one NVIDIA GPU and
-are scheduled only on GPU nodes: the node selector is the label NVIDIA's GPU feature discovery
-(GPU operator) puts on every GPU node, and the toleration accepts the `nvidia.com/gpu` taint
-GPU node pools carry (GKE adds it itself; on EKS/AKS taint the pool so that CPU steps stay off).
+GPU steps (`video_embeddings`, `quality_model`, `model_evaluation`, `quality_sweep`) ask for
+one NVIDIA GPU and are scheduled only on GPU nodes: the node selector is the label NVIDIA's GPU
+feature discovery (GPU operator) puts on every GPU node, and the toleration accepts the
+`nvidia.com/gpu` taint GPU node pools carry (GKE adds it itself; on EKS/AKS taint the pool so
+that CPU steps stay off).
 
 Memory requests of the DuckDB steps are sized from bench/RESULTS.md ("labels"): on a day of
 12,500 videos and ~2.7 M events (21.5 M events over a creation day's 8 event days), a DuckDB

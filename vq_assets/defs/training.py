@@ -107,7 +107,9 @@ EvaluationConfig = config_from(
 )
 
 
-def _settings(config: DerivedConfig, device: DeviceResource) -> tuple[ModelShape, TrainSettings]:
+def model_settings(
+    config: DerivedConfig, device: DeviceResource
+) -> tuple[ModelShape, TrainSettings]:
     where = device.setup()
     return config.to(ModelShape), config.to(TrainSettings, device=where, precision=device.precision)
 
@@ -131,7 +133,7 @@ def quality_model(
 ):
     """The DCN-v2/DLRM multi-task model trained on training_set[W], logged to MLflow,
     registered as `vq-quality`, and promoted to the `production` alias only through the gate."""
-    shape, settings = _settings(config, device)
+    shape, settings = model_settings(config, device)
     record, trained = retrain_week(
         training_set.read(),
         context.partition_key,
@@ -210,7 +212,7 @@ def model_evaluation(
     record = registry.ModelRecord.from_table(quality_model.read())
     table = training_set.read()
     test_days = tables.test_days(table)
-    shape, settings = _settings(config, device)
+    shape, settings = model_settings(config, device)
     text_regressor = (
         TextRegressorSettings(
             max_train_rows=config.text_max_train_rows,

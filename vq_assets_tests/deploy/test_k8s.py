@@ -16,7 +16,7 @@ from vq_assets.definitions import build_definitions
 from vq_assets.defs.k8s import GPU_NODE_SELECTOR, GPU_RESOURCE, executor_for_deployment
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-GPU_ASSETS = ["video_embeddings", "quality_model", "model_evaluation"]
+GPU_ASSETS = ["video_embeddings", "quality_model", "model_evaluation", "quality_sweep"]
 DUCKDB_ASSETS = [
     "raw_videos",
     "watch_events",

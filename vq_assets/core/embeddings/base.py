@@ -84,6 +84,17 @@ class VideoEncoder(ABC):
         """`name@version`, stored with every embedding row."""
         return f"{self.name}@{self.version}"
 
+    def parts(self) -> dict[str, VideoEncoder]:
+        """The encoder behind each modality ("image", "text"): itself unless it pairs two."""
+        return {"image": self, "text": self}
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Per modality: the encoder's name, version (fingerprint) and placeholder flag."""
+        return {
+            m: {"name": e.name, "version": e.version, "placeholder": e.placeholder}
+            for m, e in self.parts().items()
+        }
+
     @abstractmethod
     def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
         """float32 [B, image_dim]: per video the mean of its frame embeddings, L2-normalised.

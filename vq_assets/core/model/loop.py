@@ -45,6 +45,10 @@ from vq_assets.core.model.settings import Precision, TrainSettings
 
 logger = logging.getLogger(__name__)
 
+# Metrics beyond the losses, on the validation rows after each epoch (rank 0): the network as
+# it is after the epoch, the normaliser, the validation rows -> ``{name: value}``.
+EpochMetrics = Callable[[QualityModel, FeatureNormalizer, QualityDataset], dict[str, float]]
+
 
 @dataclass
 class FitResult:
@@ -312,6 +316,7 @@ def fit(
     val: QualityDataset,
     *,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    epoch_metrics: EpochMetrics | None = None,
 ) -> FitResult:
     """Train one ``QualityModel`` with AdamW and early stopping on the validation loss.
 
@@ -320,7 +325,9 @@ def fit(
     its share of every global batch, and ``on_epoch``/logging happen on rank 0 only.
 
     ``on_epoch`` receives ``{"epoch", "train_loss", "val_loss", "train_loss_<task>",
-    "val_loss_<task>", "samples_per_s", "epoch_time_s"}`` after every epoch.
+    "val_loss_<task>", "samples_per_s", "epoch_time_s"}`` after every epoch, plus what
+    ``epoch_metrics`` returns (it draws nothing from the RNG the next epoch trains with: every
+    epoch reseeds).
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"need train and validation rows, got {len(train)} and {len(val)}")
@@ -354,7 +361,13 @@ def fit(
             val_losses = _eval_losses(
                 t.model, val_loader, model_config, device, train_cfg.precision, ctx
             )
+            extra = (
+                epoch_metrics(t.model, normalizer, val)
+                if epoch_metrics is not None and ctx.rank == 0
+                else {}
+            )
             record = {
+                **extra,
                 **_record(epoch, train_losses, val_losses, rows / train_time),
                 "epoch_time_s": time.perf_counter() - start,
             }

@@ -24,7 +24,10 @@ from vq_assets.core.model.registry import ModelRecord
 from vq_assets.core.model.settings import ModelShape, TrainSettings
 
 
-def _mlflow_epoch_logger(say: Callable[[str], None], members: int):
+def mlflow_epoch_logger(say: Callable[[str], None], members: int):
+    """An ``on_epoch`` that logs each record into the active MLflow run as
+    ``member<k>.<name>`` at step = epoch, and says one line per epoch."""
+
     def on_epoch(record: dict[str, float]) -> None:
         member = int(record.get("member", 0))
         mlflow.log_metrics(
@@ -69,7 +72,7 @@ def retrain_week(
                 table,
                 shape,
                 replace(settings, checkpoint_dir=ckpt),
-                _mlflow_epoch_logger(say, shape.members),
+                mlflow_epoch_logger(say, shape.members),
             )
         mlflow.log_metrics(trained.test_metrics)
         left_out = trained.result.left_out

@@ -3,26 +3,65 @@
 ``ModelShape`` is the network's shape, ``TrainSettings`` the optimisation. The Dagster run config
 (``defs/training.py``), the torchrun entry point (``core/model/train.py``) and ``bench/train.py``
 are all derived from these two dataclasses field by field, so none of them can drift.
+
+A sweep's winner is applied explicitly (``vq sweep --apply RUN_ID``, ``core/model/sweep.py``):
+it writes ``applied_settings.json`` beside this module, whose values replace the defaults written
+below when the dataclasses are built, so every derived consumer sees them, and the file is
+reviewed and deployed with the code.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 Precision = Literal["fp32", "bf16", "fp16"]
 # Runtime placement, not a modelling choice: set by the device resource or the command line.
 RUNTIME_FIELDS = ("device", "precision", "checkpoint_dir", "num_workers")
+# A sweep child's settings, written only by `vq sweep --apply` (see the module docstring).
+APPLIED_FILE = Path(__file__).with_name("applied_settings.json")
 
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def read_applied(path: Path = APPLIED_FILE) -> dict[str, Any]:
+    """The applied file: ``{"settings": {field: value}, "sources": {field: sweep child run}}``;
+    empty without one."""
+    if not path.exists():
+        return {"settings": {}, "sources": {}}
+    return json.loads(path.read_text())
+
+
+_APPLIED = read_applied()["settings"]
+
+
+def with_defaults(values: dict[str, Any]) -> Callable[[type], type]:
+    """A class decorator under ``@dataclass``: ``values`` replace the defaults of the fields
+    they name (JSON lists become tuples)."""
+
+    def decorate(cls: type) -> type:
+        for name, value in values.items():
+            value = tuple(value) if isinstance(value, list) else value
+            f = cls.__dict__.get(name)
+            if isinstance(f, dataclasses.Field):
+                f.default = value
+            elif name in cls.__annotations__:
+                setattr(cls, name, value)
+        return cls
+
+    return decorate
+
+
 @dataclass(frozen=True)
+@with_defaults(_APPLIED)
 class ModelShape:
     """Widths and depths of the network (DESIGN §6): what does not depend on the data."""
 
@@ -58,6 +97,7 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
+@with_defaults(_APPLIED)
 class TrainSettings:
     """Optimisation settings; ``batch_size`` is global (split across ranks under torchrun)."""
 
@@ -95,6 +135,12 @@ class TrainSettings:
         if self.batch_size < 1 or self.max_epochs < 0 or self.patience < 1:
             raise ValueError(f"batch_size >= 1, max_epochs >= 0 and patience >= 1 needed: {self}")
 
+
+_unknown = (
+    set(_APPLIED) - set(ModelShape.__dataclass_fields__) - set(TrainSettings.__dataclass_fields__)
+)
+if _unknown:
+    raise ValueError(f"{APPLIED_FILE} holds unknown settings {sorted(_unknown)}")
 
 S = TypeVar("S")
 

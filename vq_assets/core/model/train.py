@@ -29,7 +29,7 @@ from vq_assets.core.model.dataset import QualityDataset, infer_groups
 from vq_assets.core.model.distributed import Dist, dist_context, resolve_device
 from vq_assets.core.model.features import CATEGORICAL
 from vq_assets.core.model.inference import evaluate, recalibrate_heads, save_model
-from vq_assets.core.model.loop import FitResult, fit
+from vq_assets.core.model.loop import EpochMetrics, FitResult, fit
 from vq_assets.core.model.network import NetworkConfig, QualityEnsemble
 from vq_assets.core.model.popularity import PopularityScale
 from vq_assets.core.model.settings import (
@@ -109,6 +109,7 @@ def fit_ensemble(
     val: QualityDataset,
     *,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    epoch_metrics: EpochMetrics | None = None,
 ) -> FitResult:
     """``fit`` once per member with seeds seed, seed+1, ..., averaged into one model.
 
@@ -117,7 +118,9 @@ def fit_ensemble(
     ``member``; checkpoints go to ``checkpoint_dir/member<k>``.
     """
     if model_config.shape.members == 1:
-        return fit(model_config, train_cfg, train, val, on_epoch=on_epoch)
+        return fit(
+            model_config, train_cfg, train, val, on_epoch=on_epoch, epoch_metrics=epoch_metrics
+        )
     single = model_config.single()
     results = []
     for k in range(model_config.shape.members):
@@ -128,7 +131,9 @@ def fit_ensemble(
             checkpoint_dir=None if ckpt is None else str(Path(ckpt) / f"member{k}"),
         )
         member_log = None if on_epoch is None else (lambda r, k=k: on_epoch({**r, "member": k}))
-        results.append(fit(single, cfg, train, val, on_epoch=member_log))
+        results.append(
+            fit(single, cfg, train, val, on_epoch=member_log, epoch_metrics=epoch_metrics)
+        )
     ensemble = QualityEnsemble(model_config)
     for member, result in zip(ensemble.members, results, strict=True):
         member.load_state_dict(result.model.state_dict())
@@ -152,9 +157,11 @@ def train_model(
     shape: ModelShape,
     settings: TrainSettings,
     on_epoch: OnEpoch | None = None,
+    epoch_metrics: EpochMetrics | None = None,
 ) -> FitResult:
     """The recipe: ``fit_ensemble`` on the rows whose ``split`` is ``train``, early-stopped and
     recalibrated on the ``validation`` rows; other rows (test days) are never read.
+    ``epoch_metrics`` adds metrics on the validation rows to every epoch's record.
 
     The popularity scale is fitted on the train rows, its residual spread measured on the
     validation rows; tasks without labels are left out (``FitResult.left_out``)."""
@@ -185,6 +192,7 @@ def train_model(
         subset.subset(split == "train"),
         val,
         on_epoch=on_epoch,
+        epoch_metrics=epoch_metrics,
     )
     recalibrate_heads(result.model, result.normalizer, val)
     config = result.model.config

@@ -27,6 +27,12 @@ from scipy import sparse, stats
 from vq_assets.core.labels.windows import WINDOW_DAYS
 
 ARMS = ("control", "treatment")
+# Where the split of a creation day lands: <lake>/landing/experiment_arms/dt=D/ (user_id, arm).
+ARMS_TABLE = "experiment_arms"
+# Which impressions of a new video count: those of its creation day (UTC), where the closed-loop
+# simulator places a policy's cold starts, or its whole 7-day window.
+SCOPES = ("cold_start", "window")
+DAY_US = 86_400_000_000
 # The interval method, as written beside every difference.
 INTERVAL = "95% normal interval, standard error from a user-level Poisson bootstrap"
 Z95 = 1.959963984540054
@@ -88,6 +94,7 @@ class Guardrails:
     coverage_max_fall: float = 0.02
     # Share of impressions on flagged videos; a treatment with none always passes.
     flagged_exposure_max_rise: float = 0.0
+    discoverable_max_fall: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class ExperimentResult:
     users: dict[str, int]
     impressions: dict[str, int]
     resamples: int
+    scope: str = "window"
     interval: str = field(default=INTERVAL)
 
     @property
@@ -122,7 +130,10 @@ class ExperimentResult:
 
     def table(self) -> pa.Table:
         """One row per metric: both arms, the difference and its interval."""
-        rows = [d.__dict__ | {"interval": self.interval} for d in self.differences]
+        rows = [
+            {"scope": self.scope} | d.__dict__ | {"interval": self.interval}
+            for d in self.differences
+        ]
         return pa.Table.from_pylist(rows)
 
 
@@ -172,9 +183,11 @@ class _Arm:
     share: float  # of the population, to compare arms of unequal size at the same N plays
 
 
-def _arms(events: pa.Table, videos: pa.Table, window_days: int) -> tuple[list[_Arm], bool]:
-    """Per arm, the per-user sums and plays of the day's videos inside their windows; and
-    whether the events carry engagement flags at all."""
+def _arms(
+    events: pa.Table, videos: pa.Table, window_days: int, scope: str
+) -> tuple[list[_Arm], bool]:
+    """Per arm, the per-user sums and plays of the day's videos inside their windows (or their
+    creation days: `scope`); and whether the events carry engagement flags at all."""
     users, user_arm, shares = _user_arms(events)
     vidx = pc.fill_null(pc.index_in(events["video_id"], value_set=videos["video_id"]), -1)
     vidx = vidx.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -182,7 +195,8 @@ def _arms(events: pa.Table, videos: pa.Table, window_days: int) -> tuple[list[_A
     created = _micros(videos["created_at"])
     on_day = vidx >= 0
     start = np.where(on_day, created[np.maximum(vidx, 0)], 0)
-    keep = on_day & (ts >= start) & (ts < start + window_days * 86_400_000_000)
+    end = start + window_days * DAY_US if scope == "window" else (start // DAY_US + 1) * DAY_US
+    keep = on_day & (ts >= start) & (ts < end)
     watch = events["watch_time_s"].to_numpy(zero_copy_only=False).astype(np.float64)
     duration = videos["duration_s"].to_numpy(zero_copy_only=False).astype(np.float64)
     engaged = _bool(events, "liked") + _bool(events, "commented")
@@ -245,7 +259,7 @@ def _poisson1(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 class _Day:
     """What the metrics need to know about the day's videos."""
 
-    creators: sparse.csr_matrix  # [videos, creators] one-hot
+    creators: sparse.csr_matrix  # [videos, (creation day, creator)] one-hot
     flagged: np.ndarray  # [videos] 0/1
     n_plays: int  # the discoverable-corpus threshold
     flags_known: bool
@@ -286,6 +300,7 @@ def evaluate_experiment(
     resamples: int = 1000,
     seed: int = 0,
     window_days: int = WINDOW_DAYS,
+    scope: str = "window",
 ) -> ExperimentResult:
     """Per arm, on the day's new ``videos`` (video_id, creator_id, created_at, duration_s,
     optional flagged) and the ``events`` (user_id, video_id, event_ts, watch_time_s, arm,
@@ -296,21 +311,26 @@ def evaluate_experiment(
     - discoverable corpus: share of the day's videos with >= ``discoverable_plays`` plays
       within their window, counted as plays in the arm >= round(N * the arm's share of users)
       (arms of unequal size are compared as if each had everyone);
-    - creator coverage: share of the day's creators with any impression on a new video;
+    - creator coverage: share of the day's creators with any impression on a new video (over
+      several creation days, of the (day, creator) pairs: the days' coverages pooled);
     - exposure Gini over the day's videos (zero-exposure videos included);
     - flagged exposure: share of impressions on flagged videos.
 
     Every difference (treatment - control) gets a 95% normal interval, the estimate +- 1.96
     standard errors, the error from ``resamples`` Poisson-bootstrap draws of users within each
     arm (seeded); NaN without resamples. Events outside the day's videos
-    or their windows are ignored; arm shares count every user of ``events``. Raises ValueError
-    for an unknown arm or a user in both arms.
+    or their windows are ignored; arm shares count every user of ``events``. ``scope``
+    "cold_start" counts only the impressions of each video's creation day (see `SCOPES`).
+    Raises ValueError for an unknown arm or scope, or a user in both arms.
     """
     if discoverable_plays < 1:
         raise ValueError(f"discoverable_plays must be >= 1, got {discoverable_plays}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
     guardrails = guardrails or Guardrails()
-    arms, flags_known = _arms(events, videos, window_days)
-    codes, names = _codes(videos["creator_id"])
+    arms, flags_known = _arms(events, videos, window_days, scope)
+    day_of = pc.cast(pc.floor_temporal(videos["created_at"], unit="day"), pa.string())
+    codes, names = _codes(pc.binary_join_element_wise(day_of, videos["creator_id"], "|"))
     creators = sparse.csr_matrix(
         (np.ones(codes.size, np.float32), (np.arange(codes.size), codes)),
         shape=(codes.size, len(names)),
@@ -350,25 +370,45 @@ def evaluate_experiment(
         )
     return ExperimentResult(
         differences=differences,
-        guardrails=check_guardrails({d.metric: d for d in differences}, guardrails),
+        guardrails=check_guardrails({d.metric: d for d in differences}, guardrails, scope),
         users={arm: a.sums.shape[0] for arm, a in zip(ARMS, arms, strict=True)},
         impressions={arm: int(a.sums[:, 0].sum()) for arm, a in zip(ARMS, arms, strict=True)},
         resamples=resamples,
+        scope=scope,
     )
 
 
+# The guardrails each scope answers for: what the policy places (skips, concentration and
+# creator coverage of the cold starts) and what a new video gets of its week (its skips and
+# whether it reaches N plays); flagged videos in both.
+SCOPE_GUARDRAILS = {
+    "cold_start": ("skip_rate", "exposure_concentration", "creator_coverage", "flagged_exposure"),
+    "window": ("skip_rate", "discoverable_corpus", "flagged_exposure"),
+}
+
+
 def check_guardrails(
-    differences: Mapping[str, Difference], tolerances: Guardrails
+    differences: Mapping[str, Difference], tolerances: Guardrails, scope: str | None = None
 ) -> list[GuardrailResult]:
-    """Pass/fail per guardrail on the point estimate of treatment - control, with the reason
-    (and the interval, so a reader sees whether the regression is beyond noise). A guardrail
-    that cannot be measured (an arm without impressions) fails: it protects nothing."""
+    """Pass/fail per guardrail (those of `scope`, all without one) on the point estimate of
+    treatment - control, with the reason (and the interval, so a reader sees whether the
+    regression is beyond noise). A guardrail that cannot be measured (an arm without
+    impressions) fails: it protects nothing."""
     rules = [
         ("skip_rate", "skip_rate", +1, tolerances.skip_rate_max_rise, "rise"),
         ("exposure_concentration", "exposure_gini", +1, tolerances.gini_max_rise, "rise"),
         ("creator_coverage", "creator_coverage", -1, tolerances.coverage_max_fall, "fall"),
         ("flagged_exposure", "flagged_exposure", +1, tolerances.flagged_exposure_max_rise, "rise"),
+        (
+            "discoverable_corpus",
+            "discoverable_corpus",
+            -1,
+            tolerances.discoverable_max_fall,
+            "fall",
+        ),
     ]
+    if scope is not None:
+        rules = [r for r in rules if r[0] in SCOPE_GUARDRAILS[scope]]
     out = []
     for name, metric, sign, tolerance, verb in rules:
         d = differences[metric]

@@ -114,7 +114,7 @@ def test_rendered_topics_separate(enc: EfficientNetLite0Encoder) -> None:
 
 def test_resource_chooses_and_validates(blip_dir: Path) -> None:
     cpu = DeviceResource(device="cpu", batch_size=4)
-    with pytest.raises(ValueError, match="image_encoder must be blip or efficientnet_lite0"):
+    with pytest.raises(ValueError, match="image_encoder must be one of .*'resnet'"):
         EncoderResource(image_encoder="resnet").load(cpu)
     assert EncoderResource().image_encoder == "blip"  # the default stays until re-measured
     # BLIP's text tower with EfficientNet's images: the pair is flagged by BLIP's placeholder

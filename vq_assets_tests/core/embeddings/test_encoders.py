@@ -12,13 +12,13 @@ from PIL import Image
 
 from vq_assets.core.embeddings.blip import (
     BLIP_MODEL_ENV,
-    PLACEHOLDER_MARKER,
     BlipEncoder,
     ensure_placeholder_blip,
     load_blip,
     resolve_blip,
 )
 from vq_assets.core.embeddings.minilm import TextOnlyEncoder
+from vq_assets.core.embeddings.placeholder import PLACEHOLDER_MARKER
 
 
 @pytest.fixture(scope="module")

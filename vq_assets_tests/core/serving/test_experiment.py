@@ -173,6 +173,7 @@ def _guard(**changes) -> tuple[dict[str, bool], dict[str, str]]:
         "exposure_gini": (0.50, 0.50),
         "creator_coverage": (0.80, 0.80),
         "flagged_exposure": (0.0, 0.0),
+        "discoverable_corpus": (0.6, 0.6),
     }
     base |= changes
     diffs = {k: _diff(k, *v) for k, v in base.items()}
@@ -194,6 +195,7 @@ def test_guardrails_fail_only_beyond_their_tolerance() -> None:
     # flagged exposure: none in treatment passes; any rise fails at tolerance 0
     assert _guard(flagged_exposure=(0.01, 0.0))[0]["flagged_exposure"]
     assert not _guard(flagged_exposure=(0.0, 0.001))[0]["flagged_exposure"]
+    assert not _guard(discoverable_corpus=(0.6, 0.57))[0]["discoverable_corpus"]
     passed, reason = _guard(skip_rate=(float("nan"), 0.3))
     assert not passed["skip_rate"] and "cannot be measured" in reason["skip_rate"]
 

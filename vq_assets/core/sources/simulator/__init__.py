@@ -30,8 +30,13 @@ only those counters, and no `watch_events`: a platform that keeps only daily cou
 `<root>/truth/` keeps each video's latent appeal and expected rates; the pipeline never reads it,
 evaluation uses it to know the best achievable score.
 
+`closed_loop.ClosedLoop` runs the same world with the flywheel in the loop: each new video's
+cold-start impressions are placed by a sampling policy per arm of viewers (uniform, the lake's
+`flywheel_sampling_weights`, or a weights table), and its later plays get feedback from them.
+
 Modules: `world` (creators, videos, captions, exposure), `tables` (the landing and truth rows,
-watch events), `render` (frames, mp4, covers) and `writer` (`simulate`, into a `Lake`).
+watch events), `render` (frames, mp4, covers), `writer` (`simulate`, into a `Lake`) and
+`closed_loop` (day by day, policies in the loop).
 """
 
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA, WATCH_EVENTS_SCHEMA

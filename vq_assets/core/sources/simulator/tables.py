@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -241,23 +242,44 @@ def viewers_for(
     return user
 
 
+@dataclass(frozen=True)
+class LoopPlays:
+    """What the closed loop changes on an event day (`closed_loop`), per video of the window:
+    when its organic plays start (the day after its creation, instead of at creation) and its
+    organic exposure (after feedback); and the day's cold-start plays, placed by a policy:
+    window index, time (µs) and viewer of each."""
+
+    organic_start: np.ndarray
+    exposure: np.ndarray
+    cold_video: np.ndarray
+    cold_ts: np.ndarray
+    cold_user: np.ndarray
+
+
 def events_table(
-    window: list[DayVideos], seed: int, day: int, day_start: int, viewers: Viewers
+    window: list[DayVideos],
+    seed: int,
+    day: int,
+    day_start: int,
+    viewers: Viewers,
+    loop: LoopPlays | None = None,
 ) -> pa.Table:
     """Plays on `day` of every video in `window` (videos created on this and earlier days),
-    each by a viewer of `viewers` (see `viewers_for`)."""
+    each by a viewer of `viewers` (see `viewers_for`); with `loop`, the closed loop's organic
+    plays plus its cold-start plays (exploration plays, by the viewers it names)."""
     rng = stream_rng(seed, STREAM_EVENTS, day)
 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(v, name) for v in window])
 
-    created = cat("created_us")
+    created = cat("created_us") if loop is None else loop.organic_start
+    exposure = cat("exposure") if loop is None else loop.exposure
     fast, tail = cat("fast_days"), cat("tail")
     a = np.clip((day_start - created) / DAY_US, 0.0, TAIL_DAYS)
     b = np.clip((day_start + DAY_US - created) / DAY_US, 0.0, TAIL_DAYS)
     mass_fast = (1 - tail) * (np.exp(-a / fast) - np.exp(-b / fast))
     mass_slow = tail * (np.exp(-a / SLOW_DAYS) - np.exp(-b / SLOW_DAYS))
-    counts = rng.poisson(cat("exposure") * (mass_fast + mass_slow))
+    counts = rng.poisson(exposure * (mass_fast + mass_slow))
     vi = np.repeat(np.arange(len(created)), counts)
     n = len(vi)
 
@@ -269,11 +291,17 @@ def events_table(
     tau = -scale * np.log(ea - rng.random(n) * (ea - eb))
     ts = created[vi] + np.floor(tau * DAY_US).astype(np.int64)
     ts = np.clip(ts, np.maximum(created[vi], day_start), day_start + DAY_US - 1)
+    cold = np.zeros(n, bool)
+    if loop is not None:
+        vi = np.concatenate([vi, loop.cold_video])
+        ts = np.concatenate([ts, loop.cold_ts])
+        cold = np.concatenate([cold, np.ones(len(loop.cold_video), bool)])
+        n = len(vi)
 
     # Watch time in integer milliseconds so that skips (< 3 s), partial watches (< duration),
     # exact full watches (== duration) and replays (> duration) are exact after / 1000.
     dur = cat("duration_ms")[vi]
-    taste = rng.random(n) < TASTE_SHARE
+    taste = (rng.random(n) < TASTE_SHARE) & ~cold  # cold-start plays are exploration
     p_skip = np.where(taste, cat("p_skip_taste")[vi], cat("p_skip_explore")[vi])
     skip = rng.random(n) < p_skip
     full = ~skip & (rng.random(n) < cat("p_full")[vi])
@@ -295,6 +323,8 @@ def events_table(
     liked, commented, shared = flag("p_like"), flag("p_comment"), flag("p_share")
     group = taste_group(cat("topic"), cat("language"))[vi]
     user = viewers_for(rng, viewers, ts, group, taste)
+    if loop is not None:
+        user[cold] = loop.cold_user
 
     order = np.argsort(ts, kind="stable")
     order_pa = pa.array(order)

@@ -113,7 +113,7 @@ def simulate(
 
         video_uri = cover_uri = None
         if media:
-            video_uri, cover_uri = _write_media(lake, v, seed, day, summary)
+            video_uri, cover_uri = write_media(lake, v, seed, day, summary)
 
         creator_ids = pa.array([f"c{c:07d}" for c in v.creator], pa.string())
         videos = videos_table(v, video_uri, cover_uri, creator_ids)
@@ -148,7 +148,7 @@ def simulate(
     return summary
 
 
-def _write_media(
+def write_media(
     lake: Lake, v: DayVideos, seed: int, day: int, summary: SimulationSummary
 ) -> tuple[list[str], list[str]]:
     """Render, encode and write one creation day's clips and covers; return their URIs."""
