@@ -263,15 +263,14 @@ def modality_markdown(rows: list[dict], not_measured: dict[str, str]) -> str:
             for t in names
         ]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    name_of = {f"{t.stem}_alpha": t.name for t in tasks.catalogue()}
     alphas = {
-        r["metric"].removesuffix("_alpha"): r["value"]
+        name_of[r["metric"]]: r["value"]
         for r in rows
-        if r["section"] == SECTION
-        and r["variant"] == LATE_FUSION
-        and r["metric"].endswith("_alpha")
+        if r["section"] == SECTION and r["variant"] == LATE_FUSION and r["metric"] in name_of
     }
     if alphas:
-        chosen = ", ".join(f"{stem}: {a:.1f}" for stem, a in alphas.items())
+        chosen = ", ".join(f"{name}: {a:.1f}" for name, a in alphas.items())
         lines += ["", f"Late fusion's image weight alpha, chosen on validation days: {chosen}"]
     lines += [""] + [f"- {v}: not measured; {why}" for v, why in not_measured.items()]
     return "\n".join(lines)

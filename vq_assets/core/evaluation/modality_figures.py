@@ -27,7 +27,11 @@ def spearman_by_variant(rows: list[dict]):
     variants = list(table)
     names = [t for t in table.get("all", {})]
     fig, axes = plt.subplots(
-        1, len(names), figsize=(3.2 * len(names), 0.4 * len(variants) + 1.5), squeeze=False
+        1,
+        len(names),
+        figsize=(3.2 * len(names), 0.4 * len(variants) + 1.5),
+        squeeze=False,
+        layout="constrained",
     )
     y = np.arange(len(variants))
     for ax, task in zip(axes[0], names, strict=True):
@@ -49,12 +53,15 @@ def fusion_by_alpha(study: ModalityStudy):
     plt = _pyplot()
     fusion = study.fusion
     names = list(fusion.best_alpha)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False, layout="constrained"
+    )
     for ax, task in zip(axes[0], names, strict=True):
         ax.plot(fusion.alphas, fusion.val_spearman[task], "o-", label="validation")
         ax.plot(fusion.alphas, fusion.test_spearman[task], "s--", label="test")
         ax.axvline(fusion.best_alpha[task], color="grey", lw=1)
-        ax.set(title=task, xlabel="alpha (image weight)", ylabel="Spearman")
+        ax.set(title=task, xlabel="alpha (image weight)")
+    axes[0][0].set_ylabel("Spearman")
     axes[0][0].legend()
     fig.suptitle("Late fusion: alpha chosen on validation days (vertical line)")
     return fig
@@ -63,7 +70,7 @@ def fusion_by_alpha(study: ModalityStudy):
 def text_regressor_losses(result: TextRegressorResult):
     """Training loss per step, validation loss every few steps; both per epoch."""
     plt = _pyplot()
-    fig, (steps, epochs) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (steps, epochs) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     steps.plot(
         [s["step"] for s in result.steps],
         [s["train_loss"] for s in result.steps],
