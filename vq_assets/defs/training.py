@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from vq_assets.core.evaluation import tables
 from vq_assets.core.evaluation.figures import save_figures
+from vq_assets.core.evaluation.modality import modality_markdown
 from vq_assets.core.labels.windows import LABELS_SCHEMA
 from vq_assets.core.lake.contract import VIDEOS_SCHEMA
 from vq_assets.core.lake.store import Lake, PartitionFiles
@@ -14,6 +15,7 @@ from vq_assets.core.model import features, registry
 from vq_assets.core.model.retrain import retrain_week
 from vq_assets.core.model.retrieval import without_neighbours
 from vq_assets.core.model.settings import RUNTIME_FIELDS, ModelShape, TrainSettings
+from vq_assets.core.model.text_regressor import TextRegressorSettings
 from vq_assets.core.sources.simulator import expected_labels
 from vq_assets.defs.config import DerivedConfig, config_from
 from vq_assets.defs.k8s import K8S_TRAINING_SET_TAGS, K8S_TRAINING_TAGS
@@ -92,6 +94,16 @@ QualityModelConfig = config_from(
     (ModelShape, TrainSettings),
     RUNTIME_FIELDS,
     gate_tolerance=(float, 0.01),
+)
+# The evaluation trains with the model's settings, and fine-tunes the text regressor of the
+# modality study unless turned off (it costs CPU time, see README).
+EvaluationConfig = config_from(
+    "EvaluationConfig",
+    (ModelShape, TrainSettings),
+    RUNTIME_FIELDS,
+    fine_tune_text=(bool, True),
+    text_max_train_rows=(int, TextRegressorSettings.max_train_rows),
+    text_epochs=(int, TextRegressorSettings.epochs),
 )
 
 
@@ -185,34 +197,46 @@ def _truth(lake: Lake, days: list[str]) -> tables.Truth | None:
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
-    config: QualityModelConfig,
+    config: EvaluationConfig,
     lake: LakeResource,
     device: DeviceResource,
     mlflow_tracking: MlflowResource,
     training_set: PartitionFiles,
     quality_model: PartitionFiles,
 ) -> dg.Output:
-    """The §6 metrics on the test days, the feature ablation, slices by language and duration,
-    the creator-mean and LightGBM baselines, the best achievable Spearman (simulated lakes) and
-    the demo lists; also logged to the model's MLflow run with calibration plots."""
+    """The §6 metrics on the test days, the feature ablation, the modality study, slices by
+    language and duration, the creator-mean and LightGBM baselines, the best achievable
+    Spearman (simulated lakes) and the demo lists; also logged to the model's MLflow run with
+    calibration, modality and fine-tuning plots."""
     week, lk = context.partition_key, lake.get_lake()
     record = registry.ModelRecord.from_table(quality_model.read())
     table = training_set.read()
     test_days = tables.test_days(table)
     shape, settings = model_settings(config, device)
+    text_regressor = (
+        TextRegressorSettings(
+            max_train_rows=config.text_max_train_rows,
+            epochs=config.text_epochs,
+            seed=settings.seed,
+            device=settings.device,
+        )
+        if config.fine_tune_text
+        else None
+    )
     report = tables.evaluate_all(
         table,
         registry.load_record(lk, record),
         shape,
         settings,
         _truth(lk, test_days),
+        text_regressor,
     )
     demo_uri = lk.write_table(lk.asset_dir("model_evaluation_demo", week), report.demo)
     with (
         registry.tracking(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root),
         mlflow.start_run(run_id=record.run_id),
     ):
-        registry.log_evaluation(report.rows, report.figures, report.demo)
+        registry.log_evaluation(report.rows, report.figures, report.demo, report.series)
     # The figures also beside the tables in the lake, and inline in the UI.
     figures_dir = lk.asset_dir("model_evaluation_figures", week)
     images = save_figures(lk, figures_dir, report.figures)
@@ -225,6 +249,7 @@ def model_evaluation(
             "model_vs_baselines_and_ablation": dg.MetadataValue.md(
                 f"```\n{evaluation_tables(report.rows)}\n```"
             ),
+            "modality": dg.MetadataValue.md(modality_markdown(report.rows, report.not_measured)),
             "demo_lists": dg.MetadataValue.md(demo_lists_markdown(report.demo)),
             "demo_lists_path": dg.MetadataValue.path(demo_uri),
             "mlflow_run_id": record.run_id,

@@ -103,7 +103,23 @@ def test_mlflow_registry_and_evaluation(replayed):
         assert gain[f"{stem}_ci95_low"] <= gain[stem] <= gain[f"{stem}_ci95_high"], task.name
     demo = _read(lake, "model_evaluation_demo", "2026-01-25")
     assert demo.num_rows == 20
+    # The modality study: every arm, including the cover's own vector, with its interval.
+    arms = {v for s, v in sections if s == "modality"}
+    assert arms == {
+        "text_only",
+        "image_only",
+        "cover_only",
+        "creator_only",
+        "text_image",
+        "all",
+        "late_fusion",
+        "text_regressor",
+    }
     client = MlflowClient(defs.resources["mlflow_tracking"].tracking_uri)
+    run_id = registry.read_record(lake, "2026-01-25").run_id
+    plots = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/modality_spearman.png", "evaluation/text_regressor_loss.png"} <= plots
+    assert client.get_metric_history(run_id, "text_regressor.train_loss")
     versions = client.search_model_versions(f"name='{registry.MODEL_NAME}'")
     assert len(versions) == 2
     assert registry.production_version(client) in {int(v.version) for v in versions}
@@ -137,6 +153,7 @@ def test_ui_plots_get_float_metadata(replayed):
         return event.asset_materialization.metadata
 
     evaluation = metadata("model_evaluation")
+    assert "| late_fusion |" in evaluation["modality"].value
     for task in ("skips", "avg_watch_time_s", "full_watches", "skip_rate"):
         for key in ("test_spearman", "gap_to_lightgbm", "gap_ci95_low", "gap_ci95_high"):
             assert isinstance(evaluation[f"{task}.{key}"], dg.FloatMetadataValue), (task, key)

@@ -71,6 +71,8 @@ def test_the_toy_task_gets_a_head_metrics_and_baselines(replayed):
     assert ("baseline", "lightgbm", "all", "val_e_likes_7d_SpearmanCorr") in by
     assert ("model_vs_baseline", "lightgbm", "all", "val_e_likes_7d_SpearmanGap") in by
     assert ("best_achievable", "simulator_truth", "all", "e_likes_7d_SpearmanCorr") in by
+    for arm in ("text_only", "image_only", "cover_only", "late_fusion", "text_regressor"):
+        assert np.isfinite(by[("modality", arm, "all", "val_e_likes_7d_SpearmanGap_ci95_low")])
     client = MlflowClient(defs.resources["mlflow_tracking"].tracking_uri)
     logged = client.get_run(record.run_id).data.metrics
     assert np.isfinite(logged["val_e_likes_7d_SpearmanCorr"])

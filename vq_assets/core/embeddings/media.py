@@ -338,16 +338,18 @@ class MediaResult:
     """What could be decoded for one video.
 
     `frames` is uint8 [k', H, W, 3] (a cover counts as one frame) or None when neither source
-    gave pixels. `status` reports the worst fault met on the way, `timeout` > `refused: ...` >
-    `decode_error` > `no_media` > `ok`, so a corrupt or refused video rescued by its cover is
-    still flagged; a null URI is not a fault (the contract allows it), a URI whose file is
-    missing is. `error` names every fault.
+    gave pixels; `cover` is the cover alone, [1, H, W, 3], whenever it decodes (the modality
+    study's cover-only arm needs it beside the frames). `status` reports the worst fault met on
+    the way, `timeout` > `refused: ...` > `decode_error` > `no_media` > `ok`, so a corrupt or
+    refused video rescued by its cover is still flagged; a null URI is not a fault (the
+    contract allows it), a URI whose file is missing is. `error` names every fault.
     """
 
     frames: np.ndarray | None
     status: MediaStatus
     error: str | None
     source: ImageSource | None
+    cover: np.ndarray | None = None
 
 
 _RANK: dict[MediaStatus, int] = {
@@ -368,7 +370,8 @@ def load_media(
     read_bytes: ReadBytes = read_local,
     limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> MediaResult:
-    """Frames from the video, else the cover, else none (the caller falls back to the caption).
+    """Frames from the video, else the cover, else none (the caller falls back to the caption);
+    and the cover on its own.
 
     Reading and decoding both sources share one `limits.timeout_s` budget; when it runs out the
     video gets `timeout` and no pixels.
@@ -396,32 +399,38 @@ def _load_media(
         status = kind if _RANK[kind] > _RANK[status] else status
         errors.append(msg)
 
-    attempts: list[tuple[ImageSource, str | None, Callable[[bytes], np.ndarray]]] = [
-        ("video", video_uri, lambda b: sample_frames(b, k, size, max_pixels=max_pixels)),
-        ("cover", thumbnail_uri, lambda b: load_image(b, size, max_pixels=max_pixels)[None]),
-    ]
-    for source, uri, decode in attempts:
+    def attempt(
+        source: ImageSource, uri: str | None, decode: Callable[[bytes], np.ndarray]
+    ) -> np.ndarray | None:
         if not uri:
-            continue
+            return None
         try:
             data = read_bytes(uri)
         except FileNotFoundError:
             fault("no_media", f"{source} not found: {uri}")
-            continue
+            return None
         except MediaRefused as e:
             fault(e.status, f"{source} {uri}: {e}")
-            continue
+            return None
         try:
-            frames = decode(data)
+            return decode(data)
         except MediaRefused as e:
             fault(e.status, f"{source} {uri}: {e}")
-            continue
         except MediaTimeout:
             raise
         except Exception as e:  # any decoder failure is data about this video, not a crash
             fault("decode_error", f"{source} {uri}: {type(e).__name__}: {e}")
-            continue
-        return MediaResult(frames, status, "; ".join(errors) or None, source)
+        return None
+
+    video = attempt("video", video_uri, lambda b: sample_frames(b, k, size, max_pixels=max_pixels))
+    # The cover is read even when the video decodes: it has its own vector (`cover_emb`).
+    cover = attempt(
+        "cover", thumbnail_uri, lambda b: load_image(b, size, max_pixels=max_pixels)[None]
+    )
+    if video is not None:
+        return MediaResult(video, status, "; ".join(errors) or None, "video", cover)
+    if cover is not None:
+        return MediaResult(cover, status, "; ".join(errors) or None, "cover", cover)
     if not video_uri and not thumbnail_uri:
         fault("no_media", "no video_uri or thumbnail_uri")
     return MediaResult(None, status, "; ".join(errors), None)

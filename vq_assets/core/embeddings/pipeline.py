@@ -93,8 +93,11 @@ def embeddings_schema(image_dim: int, text_dim: int) -> pa.Schema:
             ("video_id", pa.string()),
             ("image_emb", pa.list_(pa.float32(), image_dim)),
             ("text_emb", pa.list_(pa.float32(), text_dim)),
+            # The cover alone (zeros without one): the modality study's cover-only input.
+            ("cover_emb", pa.list_(pa.float32(), image_dim)),
             ("has_image", pa.bool_()),
             ("has_text", pa.bool_()),
+            ("has_cover", pa.bool_()),
             ("image_source", pa.string()),
             ("media_status", pa.string()),
             ("media_error", pa.string()),
@@ -222,7 +225,9 @@ def embed_videos(
 
     Image side: `frames` frames sampled from `video_uri`, else the cover `thumbnail_uri`
     (`media.load_media`), encoded and mean-pooled; a video with neither gets a zero vector and
-    `has_image=False`. Text side: the caption, zero vector and `has_text=False` when missing.
+    `has_image=False`. Cover side: the cover alone through the same image tower (`cover_emb`,
+    zeros and `has_cover=False` without one). Text side: the caption, zero vector and
+    `has_text=False` when missing.
     Output rows follow input order; see `embeddings_schema` for the columns.
 
     Media are bounded per video by `read_bytes` (where and how much it reads: the asset passes a
@@ -265,8 +270,10 @@ def embed_videos(
     )
 
     image = np.zeros((n, encoder.image_dim), np.float32)
+    cover = np.zeros((n, encoder.image_dim), np.float32)
     text = np.zeros((n, encoder.text_dim), np.float32)
     has_image = np.zeros(n, bool)
+    has_cover = np.zeros(n, bool)
     media: list[tuple[str | None, str, str | None]] = []  # no frames kept: memory stays flat
     start = time.perf_counter()
     next_report = progress_every
@@ -291,20 +298,29 @@ def embed_videos(
                 rows = np.asarray(with_pixels) + lo
                 image[rows] = encoder.encode_images([batch[i].frames for i in with_pixels])
                 has_image[rows] = True
+            with_cover = [i for i, m in enumerate(batch) if m.cover is not None]
+            if with_cover:
+                rows = np.asarray(with_cover) + lo
+                cover[rows] = encoder.encode_images([batch[i].cover for i in with_cover])
+                has_cover[rows] = True
             text[lo:hi] = encoder.encode_texts(captions[lo:hi])
             if progress is not None and (hi >= next_report or hi == n):
                 report(hi)
                 next_report = hi + progress_every
 
-    return _table(ids, image, text, has_image, text_present(captions), media, encoder)
+    return _table(
+        ids, image, text, cover, has_image, text_present(captions), has_cover, media, encoder
+    )
 
 
 def _table(
     ids: Sequence[str],
     image: np.ndarray,
     text: np.ndarray,
+    cover: np.ndarray,
     has_image: np.ndarray,
     has_text: np.ndarray,
+    has_cover: np.ndarray,
     media: Sequence[tuple[str | None, str, str | None]],
     encoder: VideoEncoder,
 ) -> pa.Table:
@@ -314,8 +330,10 @@ def _table(
             pa.array(ids, pa.string()),
             _vectors(image, encoder.image_dim),
             _vectors(text, encoder.text_dim),
+            _vectors(cover, encoder.image_dim),
             pa.array(has_image, pa.bool_()),
             pa.array(has_text, pa.bool_()),
+            pa.array(has_cover, pa.bool_()),
             pa.array([m[0] for m in media], pa.string()),
             pa.array([m[1] for m in media], pa.string()),
             pa.array([m[2] for m in media], pa.string()),

@@ -1,19 +1,23 @@
 """The evaluation of DESIGN §6 as tidy rows ``(section, variant, slice, metric, value)``: the
 model, its feature ablation, the baselines and the model's Spearman gap to each, the value of
-the retrieval-augmented prior (the model's gap to its ablation arm without it), slices by
-language and duration, the best achievable (simulated lakes) and the demo lists."""
+the retrieval-augmented prior (the model's gap to its ablation arm without it), the modality
+study (``modality``), slices by language and duration, the best achievable (simulated lakes)
+and the demo lists."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from vq_assets.core.evaluation.baselines import creator_mean_baseline, gbdt_baseline
 from vq_assets.core.evaluation.figures import figures
-from vq_assets.core.evaluation.metrics import spearman, spearman_gap, task_metrics
+from vq_assets.core.evaluation.metrics import task_metrics
+from vq_assets.core.evaluation.modality import modality_study
+from vq_assets.core.evaluation.modality_figures import modality_figures, modality_series
+from vq_assets.core.evaluation.rows import metric_rows, spearman_by_task, spearman_gaps
 from vq_assets.core.evaluation.variants import split_of, test_metrics, train_variant
 from vq_assets.core.model import tasks
 from vq_assets.core.model.dataset import QualityDataset
@@ -22,44 +26,14 @@ from vq_assets.core.model.features import (
     DURATION_EDGES_S,
     FULL_MODEL,
     WITHOUT_RETRIEVAL,
+    groups_for,
     to_dataset,
 )
 from vq_assets.core.model.inference import LoadedModel
 from vq_assets.core.model.settings import ModelShape, TrainSettings
+from vq_assets.core.model.text_regressor import TextRegressorSettings
 
 log = logging.getLogger(__name__)
-
-
-def metric_rows(section: str, variant: str, metrics: dict[str, float], slice_: str = "all"):
-    return [
-        {"section": section, "variant": variant, "slice": slice_, "metric": k, "value": v}
-        for k, v in metrics.items()
-    ]
-
-
-def spearman_by_task(preds: dict[str, np.ndarray], data: QualityDataset) -> dict[str, float]:
-    """``{stem}_SpearmanCorr`` for every catalogue task that ``preds`` holds."""
-    return {
-        f"{t.stem}_SpearmanCorr": spearman(preds[t.name], data.targets[t.name])
-        for t in tasks.catalogue()
-        if t.name in preds and t.name in data.targets
-    }
-
-
-def spearman_gaps(
-    model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], test: QualityDataset, seed: int
-) -> dict[str, float]:
-    """Model minus baseline test Spearman per task both have, with its 95% paired-bootstrap
-    interval."""
-    out = {}
-    for task in tasks.catalogue():
-        t = task.name
-        if t not in model or t not in baseline:
-            continue
-        gap, low, high = spearman_gap(model[t], baseline[t], test.targets[t], seed=seed)
-        stem = f"val_{task.stem}_SpearmanGap"
-        out |= {stem: gap, f"{stem}_ci95_low": low, f"{stem}_ci95_high": high}
-    return out
 
 
 def slice_rows(
@@ -119,11 +93,14 @@ def demo_lists(table: pa.Table, pred_skip_rate: np.ndarray, n: int = 10) -> pa.T
 
 @dataclass
 class Report:
-    """Everything model_evaluation publishes: tidy metric rows, the demo lists, the figures."""
+    """Everything model_evaluation publishes: tidy metric rows, the demo lists, the figures,
+    metric histories for MLflow (name -> (step, value)) and the study arms not measured."""
 
     rows: list[dict]
     demo: pa.Table
     figures: dict[str, object]
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     def table(self, model_version: int) -> pa.Table:
         return pa.Table.from_pylist([{**r, "model_version": model_version} for r in self.rows])
@@ -151,8 +128,10 @@ def evaluate_all(
     shape: ModelShape,
     settings: TrainSettings,
     truth: Truth | None,
+    text_regressor: TextRegressorSettings | None = None,
 ) -> Report:
-    """The §6 evaluation of `full` (the registered model) on the test days of `table`."""
+    """The §6 evaluation of `full` (the registered model) on the test days of `table`; the
+    modality study fine-tunes the text regressor only when given its settings."""
     scale = full.config.popularity
     data, split = to_dataset(table).with_popularity(scale), split_of(table)
     test_mask = split == "test"
@@ -161,14 +140,15 @@ def evaluate_all(
 
     metrics, preds = test_metrics(full, test)
     rows += metric_rows("model", FULL_MODEL, metrics)
+    known = {}  # test predictions by feature groups: the modality study reuses these arms
     for ablation in ABLATIONS:
         if ablation == FULL_MODEL:
             rows += metric_rows("ablation", ablation, metrics)
             continue
         log.info("ablation: training %s", ablation)
-        variant, variant_preds = test_metrics(
-            train_variant(data, split, ablation, shape, settings), test
-        )
+        result = train_variant(data, split, ablation, shape, settings)
+        variant, variant_preds = test_metrics(result, test)
+        known[groups_for(ablation, data, split == "train")] = variant_preds
         rows += metric_rows("ablation", ablation, variant)
         # The prior's value: the model against the same recipe without it, on the same rows.
         # A model trained before the prior existed (or on data without it) has nothing to gain.
@@ -189,6 +169,18 @@ def evaluate_all(
         rows += metric_rows("baseline", name, baseline)
         rows += metric_rows("model_vs_baseline", name, spearman_gaps(preds, p, test, settings.seed))
 
+    study = modality_study(
+        data,
+        split,
+        table.column("caption").to_pylist(),
+        preds,
+        known,
+        shape,
+        settings,
+        text_regressor,
+    )
+    rows += study.rows
+
     test_table = table.filter(pa.array(test_mask))
     rows += slice_rows(preds, test, test_table.column("language").to_pylist())
     if truth is not None:
@@ -197,7 +189,13 @@ def evaluate_all(
         rows += metric_rows("best_achievable", "simulator_truth", best)
     # The lists rank by predicted skip rate; a model without that head (no skip counter) has none.
     demo = demo_lists(test_table, preds["skip_rate"]) if "skip_rate" in preds else pa.table({})
-    return Report(rows, demo, figures(preds, test, scale))
+    return Report(
+        rows,
+        demo,
+        figures(preds, test, scale) | modality_figures(study),
+        modality_series(study),
+        study.not_measured,
+    )
 
 
 def headline_metrics(rows: list[dict]) -> dict[str, float]:

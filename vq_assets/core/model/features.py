@@ -69,6 +69,17 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
 }
 FULL_MODEL = "with_retrieval"
 WITHOUT_RETRIEVAL = "both_language_length"
+# The modality study (DESIGN §6): one input at a time against the full model (`all`).
+# `cover_emb` is the cover alone; embeddings written before it existed lack it, and the arm is
+# then reported as not measured.
+MODALITIES: dict[str, tuple[str, ...]] = {
+    "text_only": ("text_emb",),
+    "image_only": ("image_emb",),
+    "cover_only": ("cover_emb",),
+    "creator_only": ("creator",),
+    "text_image": ("image_emb", "text_emb"),
+    "all": ABLATIONS[FULL_MODEL],
+}
 
 
 def joined_rows(
@@ -79,9 +90,11 @@ def joined_rows(
 
     Videos without an embedding row or a creator-feature row are dropped by the inner join; the
     caller reports how many. The prior is left-joined: a video without a prior row keeps its row
-    with null prior columns (``retrieval_matrix`` marks it missing).
+    with null prior columns (``retrieval_matrix`` marks it missing). The cover vector comes
+    along where the embeddings have one (the modality study reads it; scoring does not).
     """
-    return con.sql(_joined_query(with_labels, with_prior)).to_arrow_table()
+    with_cover = "cover_emb" in con.sql("SELECT * FROM embeddings LIMIT 0").columns
+    return con.sql(_joined_query(with_labels, with_prior, with_cover=with_cover)).to_arrow_table()
 
 
 def joined_batches(
@@ -111,7 +124,9 @@ def joined_batches(
         con.execute("RESET disabled_optimizers")
 
 
-def _joined_query(with_labels: bool, with_prior: bool, embeddings_first: bool = False) -> str:
+def _joined_query(
+    with_labels: bool, with_prior: bool, embeddings_first: bool = False, with_cover: bool = False
+) -> str:
     creator_cols = ", ".join(
         f"c.{c}"
         for c in (
@@ -128,7 +143,7 @@ def _joined_query(with_labels: bool, with_prior: bool, embeddings_first: bool = 
         SELECT v.video_id, v.creator_id, v.created_at,
                CAST(v.created_at AS DATE) AS day,
                v.duration_s, v.language, v.caption,
-               e.image_emb, e.text_emb, e.media_status,
+               e.image_emb, e.text_emb, e.media_status{", e.cover_emb" if with_cover else ""},
                {creator_cols}{label_cols}{prior_cols}
         """
     labels = " JOIN labels l USING (video_id)" if with_labels else ""
@@ -244,6 +259,10 @@ def to_dataset(table: pa.Table) -> QualityDataset:
     }
     if "caption" in table.column_names:
         features["caption_ngrams"] = caption_texts(table.column("caption").to_pylist())
+    # Embeddings that keep the cover apart; a window that also spans days embedded before
+    # they did (null rows) leaves the group out rather than invent their covers.
+    if "cover_emb" in table.column_names and not table.column("cover_emb").null_count:
+        features["cover_emb"] = _emb(table.column("cover_emb"))
     if "n_neighbours" in table.column_names:  # joined with the retrieval prior
         features["retrieval"] = retrieval_matrix(table)
     features = {k: v for k, v in features.items() if v.ndim == 1 or v.shape[1] > 0}
@@ -262,7 +281,8 @@ def to_dataset(table: pa.Table) -> QualityDataset:
 def groups_for(
     ablation: str, dataset: QualityDataset, rows: np.ndarray | None = None
 ) -> tuple[str, ...]:
-    """The ablation's groups that the data has (a text-only encoder has no image group).
+    """The ablation's (or modality arm's) groups that the data has (a text-only encoder has no
+    image group).
 
     With `rows` (the training rows), a dense or text group constant over them is left out too: the
     network can learn nothing from it, and where it varies later its untrained projection only
@@ -276,9 +296,8 @@ def groups_for(
         x = values[rows] if text else np.nan_to_num(values[rows])
         return bool(len(x)) and bool((x != x[0]).any())
 
-    return tuple(
-        g for g in ABLATIONS[ablation] if g in dataset.features and varies(dataset.features[g])
-    )
+    wanted = ABLATIONS[ablation] if ablation in ABLATIONS else MODALITIES[ablation]
+    return tuple(g for g in wanted if g in dataset.features and varies(dataset.features[g]))
 
 
 def label_days_for_week(week_start: str, n_days: int, first_day: str) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -17,6 +18,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pyarrow as pa
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from vq_assets.core.lake.store import Lake
@@ -230,13 +232,29 @@ def production_as_of(lake: Lake, before: str) -> ModelRecord | None:
     return earlier[-1] if earlier else None
 
 
-def log_evaluation(rows: list[dict], figures: dict, demo: pa.Table) -> None:
-    """Evaluation tables and plots into the active MLflow run (the model's own run)."""
-    for r in rows:
-        if r["section"] != "model" and np.isfinite(r["value"]):
-            name = f"{r['section']}.{r['variant']}.{r['slice']}.{r['metric']}"
-            # MLflow metric names allow letters, digits, _ - . / and spaces only.
-            mlflow.log_metric(re.sub(r"[^\w\-./ ]", "_", name), r["value"])
+def log_evaluation(
+    rows: list[dict],
+    figures: dict,
+    demo: pa.Table,
+    series: dict[str, list[tuple[int, float]]] | None = None,
+) -> None:
+    """Evaluation tables and plots into the active MLflow run (the model's own run); `series`
+    are metric histories (name -> (step, value)), e.g. a fine-tuning's loss per step."""
+    now = int(time.time() * 1000)
+    metrics = [
+        # MLflow metric names allow letters, digits, _ - . / and spaces only.
+        Metric(re.sub(r"[^\w\-./ ]", "_", name), float(value), now, step)
+        for name, value, step in [
+            (f"{r['section']}.{r['variant']}.{r['slice']}.{r['metric']}", r["value"], 0)
+            for r in rows
+            if r["section"] != "model" and np.isfinite(r["value"])
+        ]
+        + [(name, v, step) for name, points in (series or {}).items() for step, v in points]
+    ]
+    # One request per 1000 metrics (MLflow's batch limit), not one per metric.
+    run_id = mlflow.active_run().info.run_id
+    for i in range(0, len(metrics), 1000):
+        MlflowClient().log_batch(run_id, metrics=metrics[i : i + 1000])
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"evaluation/{name}")
     mlflow.log_table(demo.to_pandas(), "evaluation/demo_lists.json")

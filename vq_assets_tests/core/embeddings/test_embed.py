@@ -15,6 +15,7 @@ from vq_assets.core.embeddings.pipeline import embed_videos
 from vq_assets_tests.core.embeddings.test_media import write_cover, write_video
 
 FRAMES = 4
+VECTORS = ["image_emb", "text_emb", "cover_emb"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,12 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
     corrupt.write_bytes(good.read_bytes()[:200])
     rows = [
         ("v0", "stripes all day", good, None),
-        ("v1", "checkers", write_video(d / "checks.mp4", n=9, pattern="checks"), None),
+        (
+            "v1",
+            "checkers",
+            write_video(d / "checks.mp4", n=9, pattern="checks"),
+            write_cover(d / "c1.jpg", (200, 200, 10)),
+        ),
         ("v2", None, write_video(d / "grad.mp4", n=15, pattern="gradient"), None),
         ("v3", "broken video", corrupt, write_cover(d / "c3.jpg", (10, 200, 10))),
         ("v4", "gone", d / "missing.mp4", None),
@@ -59,7 +65,8 @@ def test_columns_flags_and_status(table: pa.Table) -> None:
     assert table.column("video_id").to_pylist() == [f"v{i}" for i in range(10)]
     assert table.schema.field("image_emb").type == pa.list_(pa.float32(), 64)
     assert table.schema.field("text_emb").type == pa.list_(pa.float32(), 64)
-    row = {r["video_id"]: r for r in table.drop_columns(["image_emb", "text_emb"]).to_pylist()}
+    assert table.schema.field("cover_emb").type == pa.list_(pa.float32(), 64)
+    row = {r["video_id"]: r for r in table.drop_columns(VECTORS).to_pylist()}
     assert row["v0"]["media_status"] == "ok" and row["v0"]["media_error"] is None
     assert row["v3"]["media_status"] == "decode_error" and "corrupt.mp4" in row["v3"]["media_error"]
     assert row["v3"]["has_image"] and row["v3"]["image_source"] == "cover"  # fell back to cover
@@ -68,11 +75,18 @@ def test_columns_flags_and_status(table: pa.Table) -> None:
     assert (row["v5"]["media_status"], row["v5"]["image_source"]) == ("ok", "cover")
     assert not row["v6"]["has_image"] and not row["v6"]["has_text"]
     assert not row["v2"]["has_text"]
+    # The cover has its own vector, also when the frames come from the video.
+    assert [r["has_cover"] for r in row.values()] == [i in (1, 3, 5) for i in range(10)]
+    assert row["v1"]["image_source"] == "video"
     assert all(r["placeholder"] and r["encoder"].startswith("blip-itr@") for r in row.values())
 
 
 def test_vectors_normalised_or_zero(table: pa.Table) -> None:
-    for column, flag in [("image_emb", "has_image"), ("text_emb", "has_text")]:
+    for column, flag in [
+        ("image_emb", "has_image"),
+        ("text_emb", "has_text"),
+        ("cover_emb", "has_cover"),
+    ]:
         norms = np.linalg.norm(_vecs(table, column), axis=1)
         expected = np.asarray(table.column(flag).to_pylist(), float)
         np.testing.assert_allclose(norms, expected, atol=1e-5)
@@ -83,6 +97,9 @@ def test_different_videos_differ_same_video_matches(table: pa.Table) -> None:
     np.testing.assert_allclose(img[8], img[0], atol=1e-6)  # same file, same vector
     for i, j in [(0, 1), (0, 2), (1, 2), (3, 5)]:
         assert float(img[i] @ img[j]) < 0.99
+    cover = _vecs(table, "cover_emb")
+    np.testing.assert_allclose(cover[3], img[3], atol=1e-6)  # frames fell back to this cover
+    assert float(cover[1] @ img[1]) < 0.99  # a cover of its own beside the video's frames
 
 
 @pytest.mark.parametrize("videos_per_batch", [1, 3, 8])
@@ -91,11 +108,9 @@ def test_batch_size_invariance(
 ) -> None:
     encoder = BlipEncoder(blip_dir, device="cpu", batch_size=videos_per_batch * FRAMES)
     other = embed_videos(videos, encoder, frames=FRAMES, workers=0)
-    for column in ("image_emb", "text_emb"):
+    for column in VECTORS:
         np.testing.assert_allclose(_vecs(other, column), _vecs(table, column), atol=1e-5)
-    assert other.drop_columns(["image_emb", "text_emb"]).equals(
-        table.drop_columns(["image_emb", "text_emb"])
-    )
+    assert other.drop_columns(VECTORS).equals(table.drop_columns(VECTORS))
 
 
 def test_deterministic_across_runs(blip_dir: Path, videos: pa.Table, table: pa.Table) -> None:

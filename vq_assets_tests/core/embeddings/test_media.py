@@ -172,6 +172,17 @@ def test_load_media_ok_from_video(tmp_path: Path) -> None:
     result = load_media(str(video), str(write_cover(tmp_path / "c.jpg")), k=4, size=16)
     assert (result.status, result.error, result.source) == ("ok", None, "video")
     assert result.frames is not None and result.frames.shape == (4, 16, 16, 3)
+    # The cover is decoded too, on its own: the cover-only arm's input.
+    assert result.cover is not None and result.cover.shape == (1, 16, 16, 3)
+
+
+def test_a_bad_cover_beside_a_good_video_is_reported(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.mp4")
+    garbage = tmp_path / "c.jpg"
+    garbage.write_bytes(b"not a jpeg" * 10)
+    result = load_media(str(video), str(garbage), k=4, size=16)
+    assert (result.status, result.source, result.cover) == ("decode_error", "video", None)
+    assert result.frames is not None and "c.jpg" in (result.error or "")
 
 
 def test_corrupt_video_falls_back_to_cover(tmp_path: Path) -> None:
