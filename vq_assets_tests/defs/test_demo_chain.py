@@ -198,7 +198,9 @@ def test_flywheel_experiment_runs_where_arms_exist_and_blocks_on_a_guardrail(rep
     arms = pa.table({"user_id": users, "arm": assign_arm(users, 0.5, salt="e2e")})
     lake.write_table(lake.landing_dir("experiment_arms", day), arms)
 
-    loose = run(skip_rate_max_rise=1.0, gini_max_rise=1.0, coverage_max_fall=1.0)
+    loose = run(
+        skip_rate_max_rise=1.0, gini_max_rise=1.0, coverage_max_fall=1.0, discoverable_max_fall=1.0
+    )
     assert loose.success
     (check,) = loose.get_asset_check_evaluations()
     assert check.passed  # an A/A split: both arms saw the same policy
