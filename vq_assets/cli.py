@@ -164,9 +164,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     log_file = Path(vq_home()) / "logs" / f"experiment-{stamp}.log"
+    instance = _experiment_instance(args.lake)
     replay = ExperimentReplay(
         build_definitions(),
-        _instance(),
+        instance,
         lake,
         train_days=7 * TRAIN_WEEKS,
         log_file=log_file,
@@ -191,7 +192,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         f"closed-loop A/B on {lake.root}: control {args.control}, treatment {args.treatment} "
         f"(flywheel policy {args.flywheel_policy}), {args.ab_days} A/B days after the warm-up"
     )
-    print(f"Dagster's step logs: {log_file} (and the Dagster UI)")
+    print(
+        f"Dagster's step logs: {log_file}; the runs are in the experiment's own Dagster "
+        f"instance, DAGSTER_HOME={instance.root_directory}"
+    )
     ab_days = replay.run_loop(start.isoformat())
     guardrails = Guardrails(gini_max_rise=args.gini_max_rise)
     text, passed = report(
@@ -199,6 +203,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
     print(text)
     return 0 if passed else 1
+
+
+def _experiment_instance(lake_root: str):
+    """A Dagster instance of the experiment's own, kept beside the other local state and keyed
+    by its lake: a replay skips the partitions its instance has materialized, so an instance
+    shared with another lake (the demo's) would skip the experiment's days. Pools as in
+    dagster.yaml: one GPU step at a time."""
+    import hashlib
+
+    import dagster as dg
+
+    from vq_assets.resources import vq_home
+
+    key = hashlib.sha256(lake_root.encode()).hexdigest()[:12]
+    home = Path(vq_home()) / "experiments" / key
+    home.mkdir(parents=True, exist_ok=True)
+    overrides = {"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}}
+    return dg.DagsterInstance.local_temp(tempdir=str(home), overrides=overrides)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -100,3 +100,15 @@ def test_vq_experiment_refuses_an_open_loop_lake(tmp_path, capsys):
     simulate_local(tmp_path / "lake", dt.date.fromisoformat(START_DATE), 1, 5, media=False)
     assert main(["experiment", "--lake", str(tmp_path / "lake")]) == 2
     assert "holds an open-loop world; use a new lake" in capsys.readouterr().err
+
+
+def test_each_experiment_lake_has_its_own_dagster_instance(tmp_path):
+    from vq_assets.cli import _experiment_instance
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    first = _experiment_instance(a)
+    # the demo's instance has every day of its own lake materialized: sharing it would make
+    # the experiment skip its days
+    assert first.root_directory != _experiment_instance(b).root_directory
+    assert first.root_directory == _experiment_instance(a).root_directory  # resumable
+    assert not first.is_ephemeral
