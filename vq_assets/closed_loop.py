@@ -30,7 +30,7 @@ from vq_assets.core.sources.simulator.closed_loop import (
     weights_policy,
 )
 from vq_assets.defs.automation import EVENT_ASSETS, FEATURE_ASSETS, RETRAIN_ASSETS
-from vq_assets.replay import Replay, ReplayError, _clock, reclaim_dead_runs
+from vq_assets.replay import Replay, ReplayError, clock, reclaim_dead_runs
 
 EXPERIMENT_ASSETS = ["flywheel_experiment"]
 # Days the warm-up may take before a promoted model scores: beyond, something is wrong.
@@ -61,12 +61,12 @@ class ExperimentReplay(Replay):
     """`Replay` with the world in the loop: its days land as the chain needs them."""
 
     def __init__(self, *args, world: ClosedLoop, plan: Plan, **kwargs) -> None:
-        # The related-videos side (CDML towers, minutes a week) plays no part in the flywheel.
-        kwargs.setdefault("cdml", False)
         super().__init__(*args, **kwargs)
         # The model through its promotion gate is what scores; its weekly evaluation (ablations,
-        # baselines: most of a retrain's time) is `vq run`'s business.
+        # baselines: most of a retrain's time) and the CDML tower (minutes a week) play no part
+        # in the flywheel: `vq run`'s business.
         self.retrain_assets = [a for a in RETRAIN_ASSETS if a != "model_evaluation"]
+        self.cdml = False
         self.world, self.plan = world, plan
         self.policies = {
             arm: policy_named(name, self.lake)
@@ -115,7 +115,7 @@ class ExperimentReplay(Replay):
             )
             self.log(
                 f"day {day} ({phase}) {', '.join(self._steps) or 'nothing to do'}  "
-                f"(elapsed {_clock(time.monotonic() - t0)})"
+                f"(elapsed {clock(time.monotonic() - t0)})"
             )
             day = shift(day, 1)
         return self.ab_days

@@ -104,7 +104,7 @@ def _alive(pid: int, started: float) -> bool:
         return False
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
@@ -138,15 +138,14 @@ class Replay:
         log_file: Path | None = None,
         verbose: bool = False,
         asset_config: dict[str, dict] | None = None,
-        cdml: bool = True,
     ) -> None:
         self.defs, self.instance, self.lake, self.log = defs, instance, lake, log
         self.train_days, self.min_train_days = train_days, min_train_days
         self.log_file, self.verbose = log_file, verbose
         # Run config of assets by name (e.g. the flywheel's policy), given whenever they run.
         self.asset_config = asset_config or {}
-        self.cdml = cdml
-        self.retrain_assets = RETRAIN_ASSETS
+        # What a week start trains: the quality model's chain, and the CDML tower.
+        self.retrain_assets, self.cdml = RETRAIN_ASSETS, True
         self.runs = 0
         self._steps: list[str] = []
         self._warned: set[tuple[str, str]] = set()
@@ -268,5 +267,5 @@ class Replay:
             steps = ", ".join(self._steps) or "nothing to do"
             self.log(
                 f"day {day} [{i:>{len(str(len(days)))}}/{len(days)}] {steps}  "
-                f"(elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
+                f"(elapsed {clock(elapsed)}, ETA {clock(eta)})"
             )

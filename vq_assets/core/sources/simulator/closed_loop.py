@@ -33,11 +33,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vq_assets.core.lake.store import Lake
+from vq_assets.core.lake.store import SUCCESS_MARKER, Lake
 from vq_assets.core.serving.experiment import ARMS, ARMS_TABLE, assign_arm
 from vq_assets.core.serving.flywheel import validate_policy_weights
 
-from .tables import LoopPlays, events_table, truth_table, videos_table
+from .tables import LoopPlays, events_table
 from .world import (
     DAY_US,
     TAIL_DAYS,
@@ -48,7 +48,7 @@ from .world import (
     make_day,
     stream_rng,
 )
-from .writer import SimulationSummary, write_media
+from .writer import SimulationSummary, day_tables
 
 STREAM_COLD = 5  # the streams of world.py are 0..4
 FEEDBACK_SHRINK = 5.0  # pseudo-plays at the day's mean non-skip share
@@ -151,17 +151,10 @@ class ClosedLoop:
         summary = SimulationSummary(days=1, videos=len(v), events=0)
         lake = self.lake
         if lake.day_complete("videos", iso):
-            lake.fs.delete_file(f"{lake.landing_dir('videos', iso)}/_SUCCESS")
-        video_uri = cover_uri = None
-        if self.media:
-            video_uri, cover_uri = write_media(lake, v, self.seed, i, summary)
-        creator_ids = pa.array([f"c{c:07d}" for c in v.creator], pa.string())
-        lake.write_table(
-            lake.path("truth", "videos", f"dt={iso}"), truth_table(v, self._creators, creator_ids)
-        )
-        lake.write_table(
-            lake.landing_dir("videos", iso), videos_table(v, video_uri, cover_uri, creator_ids)
-        )
+            lake.fs.delete_file(f"{lake.landing_dir('videos', iso)}/{SUCCESS_MARKER}")
+        videos, truth = day_tables(lake, v, self._creators, self.seed, i, self.media, summary)
+        lake.write_table(lake.path("truth", "videos", f"dt={iso}"), truth)
+        lake.write_table(lake.landing_dir("videos", iso), videos)
         lake.write_marker(lake.landing_dir("videos", iso))
         return summary
 
@@ -177,7 +170,7 @@ class ClosedLoop:
             raise ValueError(f"policies must name the arms {list(ARMS)}, got {sorted(policies)}")
         for table in ("watch_events", ARMS_TABLE):
             if lake.day_complete(table, iso):
-                lake.fs.delete_file(f"{lake.landing_dir(table, iso)}/_SUCCESS")
+                lake.fs.delete_file(f"{lake.landing_dir(table, iso)}/{SUCCESS_MARKER}")
         days = list(range(max(0, i - TAIL_DAYS), i + 1))
         window = [self._day(d) for d in days]
         today = window[-1]

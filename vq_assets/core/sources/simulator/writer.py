@@ -111,13 +111,7 @@ def simulate(
             if lake.day_complete(table, iso):
                 lake.fs.delete_file(f"{lake.landing_dir(table, iso)}/{SUCCESS_MARKER}")
 
-        video_uri = cover_uri = None
-        if media:
-            video_uri, cover_uri = write_media(lake, v, seed, day, summary)
-
-        creator_ids = pa.array([f"c{c:07d}" for c in v.creator], pa.string())
-        videos = videos_table(v, video_uri, cover_uri, creator_ids)
-        truth = truth_table(v, creators, creator_ids)
+        videos, truth = day_tables(lake, v, creators, seed, day, media, summary)
         events = events_table(
             [window[d] for d in sorted(window)], seed, day, day_start_us(date), viewers
         )
@@ -146,6 +140,24 @@ def simulate(
             rolled = "" if counters is None else f" as {plays[1].num_rows:,} daily-stats rows"
             progress(f"simulated {date}: {len(v):,} videos, {events.num_rows:,} events{rolled}")
     return summary
+
+
+def day_tables(
+    lake: Lake,
+    v: DayVideos,
+    creators: Creators,
+    seed: int,
+    day: int,
+    media: bool,
+    summary: SimulationSummary,
+) -> tuple[pa.Table, pa.Table]:
+    """A creation day's landing `videos` rows and its truth rows, its media written first
+    (when `media`) so that the rows can point at them."""
+    video_uri = cover_uri = None
+    if media:
+        video_uri, cover_uri = write_media(lake, v, seed, day, summary)
+    creator_ids = pa.array([f"c{c:07d}" for c in v.creator], pa.string())
+    return videos_table(v, video_uri, cover_uri, creator_ids), truth_table(v, creators, creator_ids)
 
 
 def write_media(
