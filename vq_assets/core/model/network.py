@@ -47,9 +47,9 @@ class NetworkConfig:
         tasks: which heads to build, by catalogue name (default: the whole catalogue).
         popularity: the scale that turns the popularity head's score into classes (fitted on
             the training days), when the model has that head.
-        loss_scale: task -> factor of its loss (default 1). A rare rate's Poisson gradient,
-            ``λ - r``, is of the rate's own size (0.02 for engagement): divided by the pooled
-            training rate, the head learns at the pace of the others.
+        loss_scale: task -> factor of its loss (default 1), from its training labels
+            (``kinds.Kind.loss_scale``): 1 / variance for log1p targets, 1 / the pooled rate
+            for a rate, so that every head learns at the pace of the others.
         text_hashing: text group name -> how its texts become n-gram ids (saved with the model,
             so that scoring computes the ids training saw); inputs are ``[B, L]`` integer ids,
             0 = padding.

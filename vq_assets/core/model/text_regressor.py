@@ -3,7 +3,7 @@
 
 Each head learns in its task's training space with the quality model's own loss
 (``network.loss_terms``: log1p squared error, play-weighted binomial or Poisson likelihood,
-null labels masked per task, rate tasks scaled as in ``train.rate_loss_scale``), so its numbers
+null labels masked per task, tasks scaled as in ``train.loss_scales``), so its numbers
 compare with the main model's. Sized for a CPU: short captions, a capped and seeded sample of the
 training rows, one or two epochs.
 """
@@ -23,7 +23,7 @@ from torch import nn
 from vq_assets.core.model import tasks as tasks_
 from vq_assets.core.model.dataset import QualityDataset
 from vq_assets.core.model.network import loss_terms, to_natural_units
-from vq_assets.core.model.train import rate_loss_scale
+from vq_assets.core.model.train import loss_scales
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def fit_text_regressor(
     batches = _Batches(tokenizer, captions, settings.max_length, device)
     model = TextRegressor(source, names, {t: _base(data, train, t) for t in names}).to(device)
     model.train()
-    scale = rate_loss_scale(data, train, names)
+    scale = loss_scales(data, train, names)
     optimiser = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": settings.encoder_lr},

@@ -71,18 +71,18 @@ def network_config(
     )
 
 
-def rate_loss_scale(
-    data: QualityDataset, rows: np.ndarray, names: Sequence[str]
-) -> dict[str, float]:
-    """1 / the pooled rate of each ``rate`` task on ``rows`` (see ``NetworkConfig.loss_scale``)."""
+def loss_scales(data: QualityDataset, rows: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Each task's loss factor from its labels on ``rows`` (``Kind.loss_scale``); tasks whose
+    kind leaves the loss as it is are not listed (see ``NetworkConfig.loss_scale``)."""
     plays = np.asarray(data.plays, dtype=np.float64)[rows]
     out = {}
     for name in names:
-        if tasks_.task(name).kind == "rate":
-            y = np.asarray(data.targets[name], dtype=np.float64)[rows]
-            ok = np.isfinite(y)
-            rate = float((y[ok] * plays[ok]).sum() / max(float(plays[ok].sum()), 1.0))
-            out[name] = 1.0 / max(rate, 1e-6)
+        kind = tasks_.task(name).behaviour
+        y = np.asarray(data.targets[name], dtype=np.float64)[rows]
+        ok = np.isfinite(y)
+        scale = kind.loss_scale(y[ok], plays[ok])
+        if scale != 1.0:
+            out[name] = scale
     return out
 
 
@@ -189,7 +189,7 @@ def train_model(
             shape,
             kept,
             scale if has_scale else None,
-            rate_loss_scale(subset, split == "train", kept),
+            loss_scales(subset, split == "train", kept),
         ),
         settings,
         subset.subset(split == "train"),

@@ -126,13 +126,22 @@ def test_without_counters_popularity_is_left_out() -> None:
     assert "its counters is null" in result.left_out["popularity"]
 
 
-def test_a_rare_rate_is_trained_relative_to_its_pooled_training_rate() -> None:
+def test_each_loss_is_scaled_by_its_training_labels_spread() -> None:
+    """A rare rate is trained relative to its pooled training rate, and a log1p target in units
+    of its own variance (virality, mostly under 1, would otherwise barely move the body);
+    the binomial and ordinal losses stay as they are."""
     data = make_synthetic(400, seed=6)
     split = np.array(["train"] * 300 + ["validation"] * 100)
     shape = ModelShape(width=8, mlp=(16,), members=1, cross_rank=4)
     result = train_model(data, split, ("creator",), shape, TrainSettings(max_epochs=1))
     train = split == "train"
-    y, plays = data.targets["engagement_rate"][train], data.plays[train]
-    ok = np.isfinite(y)
-    pooled = (y[ok] * plays[ok]).sum() / plays[ok].sum()
-    assert result.model.config.loss_scale == {"engagement_rate": pytest.approx(1 / pooled)}
+    expected = {}
+    for task in tasks.catalogue():
+        y, plays = data.targets[task.name][train], data.plays[train]
+        ok = np.isfinite(y)
+        if task.kind == "rate":
+            expected[task.name] = plays[ok].sum() / (y[ok] * plays[ok]).sum()
+        elif task.kind == "log1p":
+            expected[task.name] = 1 / np.var(np.log1p(y[ok]))
+    assert set(expected) >= {"engagement_rate", "virality", "plays"}
+    assert result.model.config.loss_scale == pytest.approx(expected)
