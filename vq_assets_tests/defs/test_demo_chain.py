@@ -257,3 +257,4 @@ def test_demo_report_says_what_the_prior_is_worth(replayed):
     assert videos[0] > 0 and videos == sorted(videos, reverse=True)  # fewer reach more plays
     report = demo_report(lake, Path("."))
     assert worth.summary() in report and "related videos (CDML tower" in report
+    assert "the modality study:" in report and "| image_only |" in report

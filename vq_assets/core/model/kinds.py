@@ -24,6 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The least log1p variance a loss is scaled by: at most 100x (virality's is ~0.03).
+MIN_LOG1P_VARIANCE = 0.01
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -98,7 +101,8 @@ class Kind:
         gradient ``λ - r`` is of the rate's own size (0.02 for engagement). Others: 1.
         """
         if self.name == "log1p":
-            return 1.0 / max(float(np.var(np.log1p(y))), 1e-6) if len(y) > 1 else 1.0
+            # floored: labels that hardly vary would otherwise get an exploding factor
+            return 1.0 / max(float(np.var(np.log1p(y))), MIN_LOG1P_VARIANCE) if len(y) > 1 else 1.0
         if self.name == "rate":
             rate = float((y * plays).sum() / max(float(plays.sum()), 1.0))
             return 1.0 / max(rate, 1e-6)

@@ -145,3 +145,12 @@ def test_each_loss_is_scaled_by_its_training_labels_spread() -> None:
             expected[task.name] = 1 / np.var(np.log1p(y[ok]))
     assert set(expected) >= {"engagement_rate", "virality", "plays"}
     assert result.model.config.loss_scale == pytest.approx(expected)
+
+
+def test_a_log1p_loss_factor_is_bounded_when_labels_hardly_vary() -> None:
+    log1p = KINDS["log1p"]
+    plays = np.ones(3)
+    assert log1p.loss_scale(np.full(3, 2.0), plays) == pytest.approx(100.0)  # not 1 / 0
+    assert log1p.loss_scale(np.array([5.0]), plays[:1]) == 1.0  # one label has no spread
+    spread = np.array([0.0, 1.0, 10.0])
+    assert log1p.loss_scale(spread, plays) == pytest.approx(1 / np.var(np.log1p(spread)))
