@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import vq_assets.core.embeddings.blip as blip
+import vq_assets.core.embeddings.registry as registry
 from vq_assets.core.lake.store import PARTITION_COLUMN, Lake, LakeError, split_partitions
 from vq_assets.definitions import build_definitions
 from vq_assets.defs.k8s import EMBEDDINGS_PARTITIONS_PER_RUN
@@ -71,13 +71,13 @@ def test_a_three_day_run_loads_the_encoder_once_and_writes_each_day(
     materialize_days(["raw_videos"], DAYS, tmp_path, instance)
 
     loads = []
-    real_load = blip.load_blip
+    real_load = registry.load_encoder
 
     def counting_load(*args, **kwargs):
         loads.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(blip, "load_blip", counting_load)
+    monkeypatch.setattr(registry, "load_encoder", counting_load)
     # What a backfill run over the range carries (the asset backfill daemon sets these tags).
     result = dg.materialize(
         list(build_definitions().assets),
