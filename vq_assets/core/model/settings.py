@@ -118,9 +118,11 @@ class TrainSettings:
     )
     seed: int = field(default=0, metadata=_help("member k trains with seed + k"))
     whiten: tuple[str, ...] = field(
-        default=("image_emb",),
-        # Measured on the demo world: whitening the image embedding lifts every task's
-        # Spearman; whitening the MiniLM text embedding lowers them.
+        default=(),
+        # Measured on the demo world: whitening the 64-d BLIP placeholder's image embedding
+        # lifted every task; whitening EfficientNet-Lite0's 1280-d one lowers every task by
+        # 0.02-0.05 (its hundreds of near-empty directions come out as unit-variance noise) and
+        # let a member's loss explode (5e11); whitening MiniLM's text embedding lowers them too.
         metadata=_help("dense groups PCA-whitened before training (when the model uses them)"),
     )
     popularity_weights: tuple[float, ...] = field(
