@@ -95,19 +95,30 @@ def _arm(table: pa.Table, arm: str, shape: ModelShape, settings: TrainSettings):
     return preds, test, time.monotonic() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def week_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every bench on a replayed lake's week takes (this one and recipe.py)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--lake", default=".vq/lake", help="a replayed local lake (default .vq/lake)")
     p.add_argument("--week", default=None, help="the training_set partition (default: latest)")
-    p.add_argument("--frames", type=int, default=4, help="frames per video, as the demo's")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    return p
+
+
+def load_week(args: argparse.Namespace) -> tuple[Path, str, pa.Table]:
+    """Sets torch's threads; the lake root, the week and its training set."""
     import torch
 
     torch.set_num_threads(args.threads)
     root = Path(args.lake).resolve()
     week = args.week or _latest(root, "training_set")
-    table = _training_set(root, week)
+    return root, week, _training_set(root, week)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = week_parser(__doc__)
+    p.add_argument("--frames", type=int, default=4, help="frames per video, as the demo's")
+    args = p.parse_args(argv)
+    root, week, table = load_week(args)
     print(f"training_set {week}: {table.num_rows} rows ({root}); image vectors: {_encoder(root)}")
 
     started = time.monotonic()

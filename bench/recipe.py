@@ -15,7 +15,6 @@ and each variant's difference to the default with its 95% paired-bootstrap inter
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from bench.image_encoders import _latest, _training_set  # noqa: E402
+from bench.image_encoders import load_week, week_parser  # noqa: E402
 from vq_assets.core.evaluation.rows import spearman_by_task, spearman_gaps  # noqa: E402
 from vq_assets.core.evaluation.variants import split_of  # noqa: E402
 from vq_assets.core.model import tasks  # noqa: E402
@@ -44,18 +43,10 @@ def _only_rates(scales):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lake", default=".vq/lake", help="a replayed local lake (default .vq/lake)")
-    p.add_argument("--week", default=None, help="the training_set partition (default: latest)")
+    p = week_parser(__doc__)
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    root = Path(args.lake).resolve()
-    week = args.week or _latest(root, "training_set")
-    table = _training_set(root, week)
+    root, week, table = load_week(args)
     data, split = to_dataset(table), split_of(table)
     groups = groups_for(FULL_MODEL, data, split == "train")
     print(f"training_set {week}: {table.num_rows} rows ({root}); groups {groups}")
